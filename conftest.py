@@ -1,0 +1,1 @@
+# Root conftest: lets the test suite run from a source checkout.
