@@ -1,0 +1,103 @@
+"""The electron phase signal class: a retrieved (or simulated) phase map in rad."""
+
+from __future__ import annotations
+
+import numpy as np
+from hyperspy.signals import LazySignal2D, Signal2D
+from hyperspy.docstrings.signal import SHOW_PROGRESSBAR_ARG
+
+from hyperspy_lorentz.signals import _common
+
+__all__ = ["ElectronPhase", "LazyElectronPhase"]
+
+
+class ElectronPhase(Signal2D):
+    """Phase of the electron exit wave, rad.
+
+    Returned by :meth:`LorentzFocalSeries.reconstruct_phase`; may carry extra
+    navigation axes (one phase map per focal series). The reconstruction that made
+    it is recorded in ``metadata.Signal.Reconstruction``.
+    """
+
+    _signal_type = "electron_phase"
+    _signal_dimension = 2
+    _lazy = False
+
+    def _pixel_size_nm(self):
+        size, _ = _common.signal_axes_nm(self)
+        if size is None:
+            raise ValueError(
+                "The pixel size of the phase map is not calibrated. Set the signal axes, "
+                "e.g. for ax in s.axes_manager.signal_axes: ax.scale = 5.0; ax.units = 'nm'."
+            )
+        return size
+
+    def induction(self, thickness=None, show_progressbar=None):
+        """In-plane magnetic induction from the phase gradient.
+
+        ``(B_x t, B_y t) = (hbar / e) (-d phi / dy, +d phi / dx)`` (see
+        :ref:`conventions`), with central differences.
+
+        Parameters
+        ----------
+        thickness : float or None
+            Specimen thickness, nm. ``None`` returns the integrated induction
+            ``B t`` in T nm; a thickness returns the mean induction ``B`` in T.
+        %s
+
+        Returns
+        -------
+        MagneticInduction
+            Navigation axis ``component`` (``x``, ``y``) in front of any other
+            navigation axes of the phase.
+        """
+        from hyperspy_lorentz.physics.induction import induction_from_phase
+        from hyperspy_lorentz.signals.magnetic_induction import make_induction_signal
+
+        if thickness is not None:
+            thickness = float(thickness)
+            if not np.isfinite(thickness) or thickness <= 0:
+                raise ValueError(f"thickness must be a positive number of nm, not {thickness}.")
+        pixel = self._pixel_size_nm()
+
+        def _b(phase):
+            bx, by = induction_from_phase(np.asarray(phase, dtype=float), pixel, thickness=thickness)
+            return np.stack([bx, by])
+
+        stacked = self.map(
+            _b,
+            inplace=False,
+            output_signal_size=(2,) + tuple(self.axes_manager.signal_shape[::-1]),
+            output_dtype=float,
+            show_progressbar=show_progressbar,
+        )
+        units = "T nm" if thickness is None else "T"
+        return make_induction_signal(stacked, self, units=units, thickness=thickness)
+
+    induction.__doc__ %= (SHOW_PROGRESSBAR_ARG,)
+
+    def unwrap(self, show_progressbar=None):
+        """Return a copy with 2-pi phase wraps removed (scikit-image ``unwrap_phase``).
+
+        Parameters
+        ----------
+        %s
+
+        Returns
+        -------
+        ElectronPhase
+        """
+        from skimage.restoration import unwrap_phase
+
+        out = self.map(lambda p: unwrap_phase(np.asarray(p, dtype=float)), inplace=False,
+                       show_progressbar=show_progressbar)
+        out.metadata.General.title = f"{self.metadata.General.title} (unwrapped)".strip()
+        return out
+
+    unwrap.__doc__ %= (SHOW_PROGRESSBAR_ARG,)
+
+
+class LazyElectronPhase(LazySignal2D, ElectronPhase):
+    """Lazy (dask-backed) version of :class:`ElectronPhase`."""
+
+    _lazy = True
