@@ -98,6 +98,33 @@ class ElectronPhase(Signal2D):
 
 
 class LazyElectronPhase(LazySignal2D, ElectronPhase):
-    """Lazy (dask-backed) version of :class:`ElectronPhase`."""
+    """Lazy (dask-backed) version of :class:`ElectronPhase`.
+
+    A lazy reconstruction also holds the per-series information (refined
+    parameters, loss histories) as a lazy object array; :meth:`compute` computes
+    it together with the phase, in one pass over the data, and writes it to
+    ``metadata.Signal.Reconstruction``.
+    """
 
     _lazy = True
+
+    def compute(self, close_file=False, show_progressbar=None, **kwargs):
+        infos = getattr(self, "_lazy_reconstruction_info", None)
+        if infos is None:
+            return super().compute(close_file=close_file, show_progressbar=show_progressbar, **kwargs)
+        import dask
+        import dask.array as da
+
+        from hyperspy_lorentz.signals._series import merge_infos
+        from hyperspy_lorentz.signals.focal_series import _is_plain
+
+        data, infos = dask.compute(self.data, infos, **kwargs)
+        node = self.metadata.get_item("Signal.Reconstruction")
+        for key, value in merge_infos(infos).items():
+            if _is_plain(value):
+                node.set_item(key, value)
+        self._lazy_reconstruction_info = None
+        self.data = da.from_array(data, chunks=self.data.chunks)
+        super().compute(close_file=close_file, show_progressbar=False)
+
+    compute.__doc__ = LazySignal2D.compute.__doc__

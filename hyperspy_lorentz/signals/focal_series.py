@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hyperspy.docstrings.signal import LAZY_OUTPUT_ARG, SHOW_PROGRESSBAR_ARG
 from hyperspy.signals import LazySignal2D, Signal2D
 
 from hyperspy_lorentz.signals import _common
@@ -410,9 +411,9 @@ class LorentzFocalSeries(Signal2D):
             cls = ComplexSignal2D
             signal_md["signal_type"] = ""
             signal_md["quantity"] = "Exit wave"
-        recon = dict(parameters)
+        recon = {k: v for k, v in parameters.items() if _is_plain(v)}
         if info is not None:
-            recon.update(_series.merge_infos(info))
+            recon.update({k: v for k, v in _series.merge_infos(info).items() if _is_plain(v)})
         signal_md["Reconstruction"] = recon
         out = cls(data, axes=axes, metadata=metadata, original_metadata=self.original_metadata.as_dictionary())
         if _is_dask(data) and cls_name != "ElectronPhase":
@@ -435,6 +436,161 @@ class LorentzFocalSeries(Signal2D):
         return self._wrap_result(results, cls_name, title, infos, parameters)
 
 
+    # ------------------------------------------------------ public reconstruction
+    def reconstruct_phase(self, method="ad", *, flipped=None, show_progressbar=None, lazy_output=None, **kwargs):
+        """Retrieve the electron phase of every focal series in the signal.
+
+        Parameters
+        ----------
+        method : {"ad", "tie", "sitie"}
+            ``"ad"``: automatic-differentiation fit of the microscope model to the
+            series (Zhou, Cherukara & Phatak 2021; keywords of
+            :func:`hyperspy_lorentz.reconstruction.ad.reconstruct_ad`; on a
+            single-image series it solves for the magnetic phase only, see
+            :func:`hyperspy_lorentz.reconstruction.single_image.reconstruct_single_image`).
+            ``"tie"``: transport of intensity equation (keywords of
+            :func:`hyperspy_lorentz.reconstruction.tie.tie_phase`: ``qc``,
+            ``derivative``, ``symmetric``, ``infocus``, ``noise_level``).
+            ``"sitie"``: single-image TIE of one defocused image (keywords
+            ``qc``, ``symmetric``; ``defocus`` in nm where the signal has no
+            defocus axis).
+        flipped : LorentzFocalSeries or None
+            A second series of the specimen turned upside down. The flipped
+            images are mirrored and registered onto these ones, both series are
+            reconstructed, and the magnetic phase (half the difference) and the
+            electrostatic phase (half the sum) are returned. Keywords
+            ``flip_axis`` (``"x"`` or ``"y"``, the in-plane axis the specimen was
+            turned about; default ``"x"``) and ``rotation`` (bool) control the
+            registration.
+        %s
+        %s
+        **kwargs
+            Passed to the method's kernel.
+
+        Returns
+        -------
+        ElectronPhase or tuple of ElectronPhase
+            The phase (rad) with the navigation axes other than ``defocus``,
+            calibrated like the images, and ``metadata.Signal.Reconstruction``
+            recording the method, every parameter used and what was refined. With
+            ``flipped``: ``(magnetic, electrostatic)``.
+        """
+        method = str(method).lower()
+        if method not in ("ad", "tie", "sitie"):
+            raise ValueError(f"Unknown method {method!r}: use 'ad', 'tie' or 'sitie'.")
+        if flipped is not None:
+            from hyperspy_lorentz.signals._flip import reconstruct_flip_pair
+
+            return reconstruct_flip_pair(
+                self, flipped, method=method, show_progressbar=show_progressbar, **kwargs
+            )
+        if method == "tie":
+            return self._reconstruct_tie(show_progressbar, lazy_output, **kwargs)
+        if method == "sitie":
+            return self._reconstruct_sitie(show_progressbar, lazy_output, **kwargs)
+        return self._reconstruct_ad(False, show_progressbar, lazy_output, **kwargs)
+
+    reconstruct_phase.__doc__ %= (SHOW_PROGRESSBAR_ARG, LAZY_OUTPUT_ARG)
+
+    def reconstruct_exit_wave(self, *, show_progressbar=None, lazy_output=None, **kwargs):
+        """Retrieve the specimen exit wave (amplitude and phase) by AD.
+
+        Same fit as ``reconstruct_phase(method="ad")``; the amplitude is refined
+        unless ``refine`` is given without ``"amplitude"``.
+
+        Parameters
+        ----------
+        %s
+        %s
+        **kwargs
+            Keywords of :func:`hyperspy_lorentz.reconstruction.ad.reconstruct_ad`.
+
+        Returns
+        -------
+        hyperspy.signals.ComplexSignal2D
+            ``A exp(i phi)``, calibrated, with ``metadata.Signal.Reconstruction``.
+        """
+        kwargs.setdefault("refine", ("amplitude",))
+        return self._reconstruct_ad(True, show_progressbar, lazy_output, **kwargs)
+
+    reconstruct_exit_wave.__doc__ %= (SHOW_PROGRESSBAR_ARG, LAZY_OUTPUT_ARG)
+
+    def _reconstruct_tie(self, show_progressbar, lazy_output, **kwargs):
+        from hyperspy_lorentz.physics.optics import wavelength
+        from hyperspy_lorentz.reconstruction.tie import tie_phase
+
+        p = self._series_inputs()
+        defocus = p["defocus_nm"]
+        if not (np.any(defocus < 0) and np.any(defocus > 0)):
+            raise ValueError(
+                "The TIE needs images on both sides of focus (negative and positive "
+                f"defocus); this series has {np.round(defocus).tolist()} nm. Use "
+                "reconstruct_phase(method='ad') (which takes one-sided series) or "
+                "method='sitie' for a single image."
+            )
+        qc = kwargs.get("qc")
+        if qc is not None and not (np.isfinite(qc) and qc > 0):
+            raise ValueError(f"qc must be a positive frequency in 1/nm (or None for the default), not {qc}.")
+        lam = wavelength(p["beam_energy_kV"])
+        pixel = p["pixel_size_nm"]
+
+        def kernel(images):
+            return tie_phase(images, defocus, pixel, lam, **kwargs)
+
+        params = {"method": "tie", "beam_energy": p["beam_energy_kV"], "pixel_size": pixel,
+                  "defocus": defocus, "wavelength": lam}
+        params.update({k: v for k, v in kwargs.items() if _is_plain(v)})
+        return self._reconstruct(kernel, float, "ElectronPhase", "Phase (TIE)", params,
+                                 show_progressbar, lazy_output)
+
+    def _reconstruct_sitie(self, show_progressbar, lazy_output, defocus=None, **kwargs):
+        from hyperspy_lorentz.physics.optics import wavelength
+        from hyperspy_lorentz.reconstruction.tie import sitie_phase
+
+        p = self._series_inputs(single_image=True, defocus=defocus)
+        values = p["defocus_nm"]
+        if values.size != 1:
+            raise ValueError(
+                f"SITIE uses one defocused image, but this series has {values.size}. "
+                "Select one with s.inav[i:i+1] (keeping the defocus axis), or use "
+                "method='tie' or 'ad' for the whole series."
+            )
+        df = float(values[0])
+        if df == 0:
+            raise ValueError("SITIE needs a defocused image; this image is at zero defocus.")
+        lam = wavelength(p["beam_energy_kV"])
+        pixel = p["pixel_size_nm"]
+
+        def kernel(images):
+            image = images[0] if images.ndim == 3 else images
+            return sitie_phase(image, df, pixel, lam, **kwargs)
+
+        params = {"method": "sitie", "beam_energy": p["beam_energy_kV"], "pixel_size": pixel,
+                  "defocus": df, "wavelength": lam}
+        params.update({k: v for k, v in kwargs.items() if _is_plain(v)})
+        if self._defocus_axis(required=False) is None:
+            return self._reconstruct_single(kernel, params, "Phase (SITIE)")
+        return self._reconstruct(kernel, float, "ElectronPhase", "Phase (SITIE)", params,
+                                 show_progressbar, lazy_output)
+
+    def _reconstruct_single(self, kernel, params, title):
+        """A plain image (no navigation axis) given its defocus as an argument."""
+        if self.axes_manager.navigation_dimension:
+            raise ValueError(
+                "This signal has navigation axes but none named 'defocus'; set it with "
+                "s.set_defocus(values, axis=...)."
+            )
+        data = self.data.compute() if self._lazy else np.asarray(self.data)
+        phase, info = kernel(np.asarray(data)[None])
+        return self._wrap_result(phase, "ElectronPhase", title, _as_info(info), params)
+
+    def _reconstruct_ad(self, exit_wave, show_progressbar, lazy_output, **kwargs):
+        from hyperspy_lorentz.signals._ad import run_ad
+
+        return run_ad(self, exit_wave=exit_wave, show_progressbar=show_progressbar,
+                      lazy_output=lazy_output, **kwargs)
+
+
 class LazyLorentzFocalSeries(LazySignal2D, LorentzFocalSeries):
     """Lazy (dask-backed) version of :class:`LorentzFocalSeries`."""
 
@@ -445,3 +601,18 @@ def _is_dask(data):
     import dask.array as da
 
     return isinstance(data, da.Array)
+
+
+def _is_plain(value):
+    """True for values that metadata (and HDF5) can store: numbers, strings, arrays."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, np.ndarray) and value.dtype != object
+
+
+def _as_info(info):
+    out = np.empty((), dtype=object)
+    out[()] = info
+    return out

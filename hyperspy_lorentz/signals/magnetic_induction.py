@@ -221,7 +221,7 @@ def _rgb_signal(rgb, like, max_magnitude, units):
     """An rgb8 Signal2D from a uint8 array (..., H, W, 3), axes copied from ``like``."""
     from hyperspy.signals import Signal2D as _S2D
 
-    from hyperspy.misc.rgb_tools import regular_array2rgbx
+    from rsciio.utils.rgb import regular_array2rgbx
 
     structured = regular_array2rgbx(np.ascontiguousarray(rgb))
     axes = like.axes_manager._get_axes_dicts()
