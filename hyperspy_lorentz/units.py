@@ -85,9 +85,19 @@ def to_unit(value, units: str, target: str):
             f"Cannot convert a value in {units!r} to {target!r}: {exc}. "
             f"Give a length unit such as 'nm', 'um' or 'mm'."
         ) from None
+    # pint multiplies by binary conversion factors (250 pm -> 0.24999999999999994 nm);
+    # 12 significant digits are far beyond any calibration and give clean numbers.
+    out = _round_significant(np.asarray(out, dtype=float))
     if isinstance(value, numbers.Number):
         return float(out)
     return out
+
+
+def _round_significant(a, digits=12):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(a == 0, 0, np.floor(np.log10(np.abs(np.where(a == 0, 1, a)))))
+    factor = 10.0 ** (digits - 1 - mag)
+    return np.where(np.isfinite(a), np.round(a * factor) / factor, a)
 
 
 def to_nm(value, units: str):
