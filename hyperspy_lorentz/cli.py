@@ -68,7 +68,8 @@ def _demo_series(size, seed):
     thickness = 40.0  # nm
     ms = 3.8e5  # A/m, a B20 / multilayer-like value
     phase = magnetisation.magnetic_phase(texture.mx, texture.my, ms=ms, thickness=thickness, pixel_size=pixel)
-    truth_defocus = np.array([-800.0, 0.0, 800.0])
+    # Skyrmion contrast at these fields needs large defocus: +-0.3 mm.
+    truth_defocus = np.array([-3.0e5, 0.0, 3.0e5])
     rng = np.random.default_rng(seed)
     truth_shifts = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     truth_shifts[0] = rng.uniform(-1.5, 1.5, 2)

@@ -80,8 +80,10 @@ def simulate_focal_series(
         (0.1 for "10 %"). May be combined with neither or with ``dose``.
     seed : int or None
         Seed of the noise, for repeatable series.
-    padding : int or None
-        Pixels of edge padding against wrap-around in the propagation.
+    padding : {None, "reflect", "edge"}
+        Padding of the exit wave against wrap-around of the periodic FFT
+        propagation (see :class:`~hyperspy_lorentz.physics.forward.ForwardModel`);
+        ``None`` simulates a periodic specimen.
 
     Returns
     -------

@@ -12,18 +12,18 @@ the user which calibration was used:
 What RosettaSciIO gives for common vendor files (checked on the RosettaSciIO test
 files):
 
-========================  ===================================  =====================================
-file                      beam energy                          pixel size (signal axes)
-========================  ===================================  =====================================
-Velox EMD (Thermo Fisher)  ``Optics.AccelerationVoltage`` (V)  ``BinaryResult.PixelSize`` (m), shown
-                          mapped to keV                        in a compact unit such as ``pm``
-DigitalMicrograph DM3/4   ``Microscope Info.Voltage`` (V)      ``ImageData.Calibrations`` in
-                          mapped to keV                        ``nm``/``µm``; uncalibrated images
-                                                               have scale 1 and no unit
-TIFF                      not stored                           resolution tags / ImageJ / DM tags
-NCEM EMD                  ``microscope.voltage`` (often empty) dims' units (``[]`` when none)
-hspy / zspy               as saved                             as saved
-========================  ===================================  =====================================
+==========================  =====================================  =====================================
+file                        beam energy                            pixel size (signal axes)
+==========================  =====================================  =====================================
+Velox EMD (Thermo Fisher)   ``Optics.AccelerationVoltage`` (V)     ``BinaryResult.PixelSize`` (m), shown
+                            mapped to keV                          in a compact unit such as ``pm``
+DigitalMicrograph DM3/4     ``Microscope Info.Voltage`` (V)        ``ImageData.Calibrations`` in
+                            mapped to keV                          ``nm``/``µm``; uncalibrated images
+                                                                   have scale 1 and no unit
+TIFF                        not stored                             resolution tags / ImageJ / DM tags
+NCEM EMD                    ``microscope.voltage`` (often empty)   dims' units (``[]`` when none)
+hspy / zspy                 as saved                               as saved
+==========================  =====================================  =====================================
 """
 
 from __future__ import annotations

@@ -25,24 +25,19 @@ Vendor tags
 -----------
 ``defocus_from_original_metadata`` knows these tags:
 
-=======================================  ===========================================  ==============
-where                                    tag                                          unit
-=======================================  ===========================================  ==============
-Velox EMD (Thermo Fisher)                ``Optics.Defocus`` (a string, e.g.           m
-                                         ``'3.0231699205257632e-08'``); RosettaSciIO
-                                         keeps frame 0 only, see
-                                         :func:`velox_frame_defocus` for all frames
-DigitalMicrograph (``ImageList.*.        a tag named ``Defocus`` followed by its      the unit in the
-ImageTags.Microscope Info``), or any     unit, as DM names unit-bearing tags          name
-other group                              (``Cs(mm)``, ``Probe Size (nm)``):
-                                         ``Defocus (um)``, ``Defocus(nm)``,
-                                         ``Defocus [µm]``
-TIA / FEI ``.emi``/``.ser``              ``ObjectInfo.ExperimentalDescription.        the unit in the
-(``ExperimentalDescription``)            Defocus_um``: RosettaSciIO names each        name
-                                         entry ``<Label>_<Unit>``
-DigitalMicrograph "Items" lists          a group with ``Label`` = ``'Defocus'``,      ``Units``
-(``Microscope Info.Items.TagGroupN``)    a numeric ``Value`` and a ``Units`` entry
-=======================================  ===========================================  ==============
+- Velox EMD (Thermo Fisher): ``Optics.Defocus``, in m, stored as a string
+  (e.g. ``'3.0231699205257632e-08'``); RosettaSciIO keeps frame 0 only, see
+  :func:`velox_frame_defocus` for all frames.
+- DigitalMicrograph (``ImageList.*.ImageTags.Microscope Info``) or any other
+  group: a tag named ``Defocus`` followed by its unit, as DM names unit-bearing
+  tags (``Cs(mm)``, ``Probe Size (nm)``): ``Defocus (um)``, ``Defocus(nm)``,
+  ``Defocus [µm]``; the unit is the one in the name.
+- TIA / FEI ``.emi``/``.ser``:
+  ``ObjectInfo.ExperimentalDescription.Defocus_um`` (RosettaSciIO names each
+  entry ``<Label>_<Unit>``); the unit is the one in the name.
+- DigitalMicrograph "Items" lists (``Microscope Info.Items.TagGroupN``): a
+  group with ``Label`` = ``'Defocus'``, a numeric ``Value`` and a ``Units``
+  entry.
 
 A tag named just ``Defocus`` outside Velox's ``Optics`` group is **ignored**: its
 unit is not known (DigitalMicrograph does not define a standard defocus tag; the

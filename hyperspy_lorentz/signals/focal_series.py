@@ -168,6 +168,13 @@ class LorentzFocalSeries(Signal2D):
             raise ValueError("Defocus values must be finite numbers.")
         if values_nm.size > 1:
             steps = np.diff(values_nm)
+            if np.any(steps == 0):
+                raise ValueError(
+                    f"Defocus values repeat ({np.round(values_nm, 3).tolist()} nm): each image "
+                    "along the defocus axis needs its own value. If the images were taken at "
+                    "one defocus (e.g. a time series), name that axis otherwise and give the "
+                    "defocus to the single-image methods instead."
+                )
             if not (np.all(steps > 0) or np.all(steps < 0)):
                 order = np.argsort(values_nm)
                 raise ValueError(

@@ -94,7 +94,7 @@ def _save_tiff(path, value=0.0, scale=2.0):
 )
 def test_defocus_from_filename(name, expected):
     value = defocus_from_filename(name)
-    assert value == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert value == pytest.approx(expected, rel=1e-11, abs=1e-12)
     assert isinstance(value, float)
     assert not (value == 0 and np.signbit(value))
 
@@ -189,7 +189,7 @@ def test_defocus_from_original_metadata(om, expected):
     if expected is None:
         assert value is None
     else:
-        assert value == pytest.approx(expected, rel=1e-12)
+        assert value == pytest.approx(expected, rel=1e-11)
     assert om == om_copy
 
 
@@ -212,7 +212,7 @@ def test_velox_frame_defocus_differs_per_frame(tmp_path, velox_writer):
     df_m = [-1.2e-6, -0.4e-6, 0.0, 0.4e-6, 1.2e-6]
     path = velox_writer(tmp_path / "series.emd", df_m)
     values = velox_frame_defocus(path)
-    np.testing.assert_allclose(values, np.array(df_m) * 1e9, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(values, np.array(df_m) * 1e9, rtol=1e-11, atol=1e-9)
     assert velox_frame_defocus(str(path), n_frames=5) is not None
     assert velox_frame_defocus(path, n_frames=4) is None
 
@@ -263,7 +263,7 @@ def test_velox_frame_defocus_missing_tag(tmp_path, velox_writer):
 def test_vendor_velox_frames(vendor_dir):
     path = vendor_dir / "emd_fei_example_tem_stack.emd"
     values = velox_frame_defocus(path)
-    np.testing.assert_allclose(values, [VELOX_VENDOR_DEFOCUS_NM] * 2, rtol=1e-12)
+    np.testing.assert_allclose(values, [VELOX_VENDOR_DEFOCUS_NM] * 2, rtol=1e-11)
 
 
 # ---------------------------------------------------------------------------
@@ -293,14 +293,14 @@ def test_read_defocus_vendor(vendor_dir, name):
         assert defocus_from_original_metadata(s.original_metadata) is None
     else:
         assert source == "file"
-        np.testing.assert_allclose(values, expected, rtol=1e-12)
+        np.testing.assert_allclose(values, expected, rtol=1e-11)
 
 
 def test_read_defocus_vendor_velox_lazy_and_frame0(vendor_dir):
     s = hs.load(vendor_dir / "emd_fei_example_tem_stack.emd", lazy=True)
     values, source = _read_unchanged(s)
     assert source == "file"
-    np.testing.assert_allclose(values, [VELOX_VENDOR_DEFOCUS_NM] * 2, rtol=1e-12)
+    np.testing.assert_allclose(values, [VELOX_VENDOR_DEFOCUS_NM] * 2, rtol=1e-11)
     # RosettaSciIO's original_metadata holds frame 0's record
     assert defocus_from_original_metadata(s.original_metadata) == pytest.approx(
         VELOX_VENDOR_DEFOCUS_NM
