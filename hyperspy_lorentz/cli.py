@@ -6,12 +6,15 @@ TIE, and writes the results. ``hyperspy-lorentz reconstruct FILES...`` turns ven
 files into calibrated phase and induction maps.
 
 Exit status: 0 on success, 1 on bad input or a failed reconstruction (with a
-one-line reason on standard error), 2 on a usage error.
+one-line reason on standard error), 2 on a usage error, 130 when interrupted.
+Outputs are written to a temporary folder beside ``--output`` and renamed into
+place at the end: a failed run leaves nothing that looks complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -38,8 +41,11 @@ class _Output:
         if self.path.exists() and not overwrite:
             raise CLIError(f"{self.path} exists; choose another --output or pass --overwrite.")
         self.overwrite = overwrite
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent.resolve()
-                                          if self.path.parent.exists() else None))
+        # The temporary folder sits beside the output: the final move is a rename,
+        # and dask workers that write into it see the same file system.
+        parent = self.path.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.incomplete.", dir=parent))
 
     def file(self, name):
         return self.tmp / name
@@ -58,124 +64,176 @@ class _Output:
 
 
 # ----------------------------------------------------------------------- demo
-def _demo_series(size, seed):
-    """Simulate the demo's focal series; return (series, truth dict)."""
+#: Demo lattice: period 41 pixels of 4 nm. Two rows of the hexagonal lattice
+#: repeat every 41 * sqrt(3) = 71.01 pixels, so a field of view of whole cells
+#: (41 n x 71 m pixels) is periodic: no wrap-around artefacts at the borders.
+_DEMO_PIXEL = 4.0
+_DEMO_PERIOD = 41
+_DEMO_CELL_HEIGHT = 71
+
+
+def _demo_shape(size):
+    nx = max(2, int(round(size / _DEMO_PERIOD)))
+    ny = max(1, int(round(size / _DEMO_CELL_HEIGHT)))
+    return _DEMO_CELL_HEIGHT * ny, _DEMO_PERIOD * nx
+
+
+def _demo_series(size, seed, dose=400.0):
+    """Simulate the demo's focal series; return (series, truth dict).
+
+    A Bloch skyrmion lattice (period 164 nm) in a 40 nm film with Ms = 380 kA/m
+    (a weak phase object: about 1.5 rad peak to peak), three images at -0.3, 0
+    and +0.3 mm -- the large defocus that such a weak, smooth phase needs for
+    visible contrast -- with Poisson noise, drift of the two defocused images,
+    and a defocus reading 4 % too large.
+    """
     from hyperspy_lorentz.physics import magnetisation, textures
     from hyperspy_lorentz.simulation import simulate_focal_series
 
-    pixel = 4.0  # nm
-    texture = textures.skyrmion_lattice((size, size), period=size * pixel / 4, pixel_size=pixel)
+    pixel = _DEMO_PIXEL
+    shape = _demo_shape(size)
+    texture = textures.skyrmion_lattice(shape, period=_DEMO_PERIOD * pixel, pixel_size=pixel)
     thickness = 40.0  # nm
     ms = 3.8e5  # A/m, a B20 / multilayer-like value
-    phase = magnetisation.magnetic_phase(texture.mx, texture.my, ms=ms, thickness=thickness, pixel_size=pixel)
-    # Skyrmion contrast at these fields needs large defocus: +-0.3 mm.
+    # a continuous film, periodic across the field of view: no zero padding
+    phase = magnetisation.magnetic_phase(texture.mx, texture.my, ms=ms, thickness=thickness,
+                                         pixel_size=pixel, padding=1)
     truth_defocus = np.array([-3.0e5, 0.0, 3.0e5])
     rng = np.random.default_rng(seed)
-    truth_shifts = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    truth_shifts = np.zeros((3, 2))
     truth_shifts[0] = rng.uniform(-1.5, 1.5, 2)
     truth_shifts[2] = rng.uniform(-1.5, 1.5, 2)
-    s = simulate_focal_series(
-        phase,
-        defocus=truth_defocus,
-        scale=pixel,
-        shifts=truth_shifts,
-        dose=400,
-        seed=seed,
-    )
+    s = simulate_focal_series(phase, defocus=truth_defocus, scale=pixel, shifts=truth_shifts,
+                              dose=dose, seed=seed)
     # The microscope's reading of the defocus is 4% off, as it often is.
     s.set_defocus(truth_defocus * 1.04)
     s.metadata.General.title = "Simulated skyrmion lattice"
     return s, {"phase": phase, "defocus": truth_defocus, "shifts": truth_shifts, "ms": ms,
-               "thickness": thickness}
+               "thickness": thickness, "dose": dose}
 
 
-def _figure(path, series, ad, tie, induction, truth_phase=None):
+def _aligned(retrieved, truth):
+    """``retrieved`` shifted (sub-pixel, periodic) onto ``truth``; and the shift (dy, dx).
+
+    A phase retrieved from drifting images is defined up to a rigid shift (the
+    in-focus image of a phase object has no contrast to pin it down).
+    """
+    from scipy.ndimage import fourier_shift
+    from skimage.registration import phase_cross_correlation
+
+    shift, _, _ = phase_cross_correlation(truth, retrieved, upsample_factor=20, normalization=None)
+    moved = np.fft.ifftn(fourier_shift(np.fft.fftn(retrieved), shift)).real
+    return moved, np.asarray(shift)
+
+
+def _figure(path, series, phases, induction, truth_phase):
+    """Images, true / TIE / AD phases, AD induction colour map with wheel, profiles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hyperspy_lorentz.physics.colour import colour_wheel
+    from hyperspy_lorentz.physics.colour import colour_wheel, induction_to_rgb
 
-    n = series.axes_manager["defocus"].size
-    fig, axes = plt.subplots(2, max(n, 3), figsize=(4 * max(n, 3), 8), constrained_layout=True)
-    ext = None
     sx, sy = series.axes_manager.signal_axes
     ext = [sx.axis[0], sx.axis[-1], sy.axis[-1], sy.axis[0]]
-    for i, df in enumerate(series.axes_manager["defocus"].axis):
+    fig, axes = plt.subplots(2, 4, figsize=(17, 8.2), constrained_layout=True)
+    for i, df in enumerate(series.axes_manager["defocus"].axis[:3]):
         ax = axes[0, i]
-        ax.imshow(series.inav[i].data, cmap="gray", extent=ext)
-        ax.set_title(f"image at {df / 1000:+.2f} µm (nominal)")
-        ax.set_xlabel("x (nm)")
-    for j in range(n, axes.shape[1]):
-        axes[0, j].set_axis_off()
-    vmin, vmax = np.percentile(ad.data, [1, 99])
-    for ax, sig, title in ((axes[1, 0], tie, "TIE phase (rad)"), (axes[1, 1], ad, "AD phase (rad)")):
-        im = ax.imshow(sig.data, cmap="viridis", extent=ext, vmin=vmin, vmax=vmax)
+        ax.imshow(series.data[i], cmap="gray", extent=ext)
+        ax.set_title(f"image at {df / 1e6:+.3f} mm (nominal)")
+    truth = truth_phase - truth_phase.mean()
+    vmin, vmax = np.percentile(truth, [0.5, 99.5])
+    panels = [(axes[0, 3], truth, "true phase (rad)")]
+    panels += [(axes[1, j], phases[name][0] - phases[name][0].mean(), f"{name} phase (rad), accuracy "
+                f"{phases[name][1]:.3f}") for j, name in enumerate(("TIE", "AD"))]
+    for ax, data, title in panels:
+        im = ax.imshow(data, cmap="viridis", extent=ext, vmin=vmin, vmax=vmax)
         ax.set_title(title)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    rgb = induction.get_color_signal()
+        fig.colorbar(im, ax=ax, shrink=0.75)
+    bx, by = (np.asarray(induction.data[k]) for k in range(2))
+    vmax_b = float(np.percentile(np.hypot(bx, by), 99)) or 1.0
     ax = axes[1, 2]
-    ax.imshow(np.stack([rgb.data["R"], rgb.data["G"], rgb.data["B"]], axis=-1), extent=ext)
-    ax.set_title(f"AD induction (max {rgb.metadata.Signal.Colour.max_magnitude:.1f} {induction.units})")
-    inset = ax.inset_axes([0.78, 0.78, 0.22, 0.22])
+    ax.imshow(np.clip(induction_to_rgb(bx, by, max_magnitude=vmax_b), 0, 1), extent=ext)
+    ax.set_title(f"AD induction (full colour at {vmax_b:.0f} {induction.units})")
+    inset = ax.inset_axes([0.76, 0.76, 0.24, 0.24])
     inset.imshow(colour_wheel(96))
     inset.set_axis_off()
-    for j in range(3, axes.shape[1]):
-        axes[1, j].set_axis_off()
-    fig.savefig(path, dpi=110)
+    ax = axes[1, 3]
+    row = int(np.argmin(truth.min(axis=1)))  # through skyrmion cores
+    ax.plot(sx.axis, truth[row], "k-", lw=2, label="truth")
+    for name, style in (("TIE", "C1--"), ("AD", "C0-")):
+        data = phases[name][0]
+        ax.plot(sx.axis, data[row] - data.mean(), style, lw=1.2, label=name)
+    ax.set_xlabel(f"x ({sx.units})")
+    ax.set_ylabel("phase (rad)")
+    ax.set_title(f"profile along y = {sy.axis[row]:.0f} {sy.units}")
+    low, high = truth[row].min(), truth[row].max()
+    ax.set_ylim(low - 0.15 * (high - low), high + 0.45 * (high - low))
+    ax.legend(loc="upper center", ncol=3, frameon=False)
+    for a in list(axes[0, :3]) + [axes[0, 3], axes[1, 0], axes[1, 1], axes[1, 2]]:
+        a.set_xlabel(f"x ({sx.units})")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def cmd_demo(args):
-    import hyperspy_lorentz  # noqa: F401 (registers nothing, imports fast)
     from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
 
     out = _Output(args.output, args.overwrite)
     try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
-        series, truth = _demo_series(args.size, args.seed)
-        print(f"Simulated a {series.axes_manager['defocus'].size}-image focal series of "
-              f"{args.size} x {args.size} pixels (skyrmion lattice, 400 e-/pixel, drift, "
-              "defocus reading 4% off).")
+        series, truth = _demo_series(args.size, args.seed, dose=args.dose)
+        h, w = series.axes_manager.signal_shape[::-1]
+        print(f"Simulated a {series.axes_manager['defocus'].size}-image focal series of {h} x {w} pixels "
+              f"(skyrmion lattice, {args.dose:g} e-/pixel, drift, defocus reading 4% off).")
         tie = series.reconstruct_phase(method="tie", show_progressbar=False)
         ad = series.reconstruct_phase(
             method="ad", refine=("defocus", "shifts"), likelihood="poisson", seed=args.seed,
             max_iterations=args.iterations, show_progressbar=not args.quiet,
         )
-        induction = ad.induction()
-        ad.save(out.file("phase_ad.hspy"))
-        tie.save(out.file("phase_tie.hspy"))
-        induction.save(out.file("induction_ad.hspy"))
-        series.save(out.file("focal_series.hspy"))
-        _figure(out.file("demo.png"), series, ad, tie, induction)
+        induction = ad.induction(show_progressbar=False)
+        ad.save(out.file("phase_ad.hspy"), show_progressbar=False)
+        tie.save(out.file("phase_tie.hspy"), show_progressbar=False)
+        induction.save(out.file("induction_ad.hspy"), show_progressbar=False)
+        series.save(out.file("focal_series.hspy"), show_progressbar=False)
+        phases = {}
+        for name, sig in (("TIE", tie), ("AD", ad)):
+            moved, shift = _aligned(np.asarray(sig.data, dtype=float), truth["phase"])
+            phases[name] = (moved, phase_accuracy(moved, truth["phase"]), shift)
+        _figure(out.file("demo.png"), series, phases, induction, truth["phase"])
+
         rec = ad.metadata.Signal.Reconstruction
-        acc_ad = phase_accuracy(ad.data, truth["phase"])
-        acc_tie = phase_accuracy(tie.data, truth["phase"])
-        lines = [
-            "",
-            f"{'parameter':<28}{'truth':>22}{'nominal':>22}{'AD retrieved':>22}",
-        ]
         nominal = series.axes_manager["defocus"].axis
+        lines = ["", f"{'parameter':<34}{'truth':>18}{'nominal':>18}{'AD retrieved':>18}"]
         for i in range(truth["defocus"].size):
-            lines.append(
-                f"{'defocus image ' + str(i) + ' (nm)':<28}{truth['defocus'][i]:>22.1f}"
-                f"{nominal[i]:>22.1f}{rec.defocus[i]:>22.1f}"
-            )
-        shifts = np.asarray(rec.shifts)
-        for i in range(truth["defocus"].size):
-            t = truth["shifts"][i] - truth["shifts"][1]
-            lines.append(
-                f"{'drift image ' + str(i) + ' (px)':<28}{f'({t[0]:+.2f}, {t[1]:+.2f})':>22}"
-                f"{'(+0.00, +0.00)':>22}{f'({shifts[i][0]:+.2f}, {shifts[i][1]:+.2f})':>22}"
-            )
+            lines.append(f"{'defocus image ' + str(i) + ' (um)':<34}{truth['defocus'][i] / 1e3:>18.2f}"
+                         f"{nominal[i] / 1e3:>18.2f}{np.asarray(rec.defocus)[i] / 1e3:>18.2f}")
+        shifts = np.asarray(rec.shifts, dtype=float)
+        t = truth["shifts"][2] - truth["shifts"][0]
+        r = shifts[2] - shifts[0]
+        lines.append(f"{'drift image 2 - image 0 (px)':<34}{f'({t[0]:+.2f}, {t[1]:+.2f})':>18}"
+                     f"{'(+0.00, +0.00)':>18}{f'({r[0]:+.2f}, {r[1]:+.2f})':>18}")
+        ratio_t = truth["defocus"][2] / -truth["defocus"][0]
+        ratio_r = np.asarray(rec.defocus)[2] / -np.asarray(rec.defocus)[0]
         lines += [
+            f"{'defocus ratio image 2 / -image 0':<34}{ratio_t:>18.3f}{nominal[2] / -nominal[0]:>18.3f}"
+            f"{ratio_r:>18.3f}",
             "",
-            f"phase accuracy (normalised cross-correlation with the truth): AD {acc_ad:.4f}, TIE {acc_tie:.4f}",
+            "(A weak phase object fixes the ratios of the defocus values, not their common scale,",
+            " which trades off against the phase amplitude; the in-focus image has no contrast, so",
+            " drift is reported between the defocused images.)",
+            "",
+            "phase accuracy (normalised cross-correlation with the truth, after a rigid sub-pixel",
+            f"alignment): AD {phases['AD'][1]:.4f}, TIE {phases['TIE'][1]:.4f}",
             f"AD: {rec.iterations} iterations in {rec.time_s:.1f} s; total {time.perf_counter() - t0:.1f} s",
         ]
         print("\n".join(lines))
-        (out.file("summary.txt")).write_text("\n".join(lines).lstrip() + "\n")
+        out.file("summary.txt").write_text("\n".join(lines).lstrip() + "\n")
         out.commit()
         print(f"\nWrote {out.path}/: phase_ad.hspy, phase_tie.hspy, induction_ad.hspy, "
               "focal_series.hspy, demo.png, summary.txt")
@@ -186,6 +244,52 @@ def cmd_demo(args):
 
 
 # ---------------------------------------------------------------- reconstruct
+_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+
+
+def _connect(address):
+    """A dask.distributed Client for ``address`` (or a scheduler file); fail fast."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CLIError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
+    path = Path(address)
+    if address.endswith(".json") or (path.exists() and path.is_file()):
+        if not path.is_file():
+            raise CLIError(f"scheduler file not found: {address}")
+        try:
+            return Client(scheduler_file=str(path), timeout="10s")
+        except Exception as exc:
+            raise CLIError(f"cannot reach the dask scheduler of {address}: {_one_line(exc)}") from None
+    if not address.startswith(_SCHEMES):
+        if "://" in address:
+            raise CLIError(f"unknown scheduler protocol in {address!r}; use e.g. tcp://host:8786")
+        address = "tcp://" + address
+    if address.startswith(("tcp://", "tls://")):
+        import socket
+
+        hostport = address.split("://", 1)[1].rstrip("/")
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not port.isdigit():
+            raise CLIError(f"the scheduler address {address!r} needs a port, e.g. tcp://host:8786")
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise CLIError(f"cannot reach the dask scheduler at {address}: {reason}") from None
+    try:
+        return Client(address, timeout="10s")
+    except Exception as exc:
+        raise CLIError(f"cannot reach the dask scheduler at {address}: {_one_line(exc)}") from None
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def _load(files, lazy):
     import hyperspy.api as hs
 
@@ -197,13 +301,26 @@ def _load(files, lazy):
             s = hs.load(files[0], lazy=lazy)
         else:
             signals = [hs.load(f, lazy=lazy) for f in files]
+            for f, x in zip(files, signals):
+                if isinstance(x, list):
+                    raise CLIError(f"{f} holds {len(x)} signals; give files holding one image each")
+                if x.axes_manager.navigation_dimension:
+                    raise CLIError(
+                        f"{f} holds a stack ({x.axes_manager.navigation_shape}); give one file per "
+                        "image, or the stack as the only file"
+                    )
+                if not x.metadata.get_item("General.original_filename"):
+                    # some readers (hspy) do not record it; the defocus may be in the name
+                    x.metadata.set_item("General.original_filename", Path(f).name)
             shapes = {tuple(x.axes_manager.signal_shape) for x in signals}
             if len(shapes) > 1:
-                raise CLIError(
-                    "the files hold images of different sizes "
-                    f"({', '.join('x'.join(map(str, sh)) for sh in sorted(shapes))}); crop or bin them to one size"
+                sizes = ", ".join(
+                    f"{Path(f).name}: {'x'.join(map(str, x.axes_manager.signal_shape))}"
+                    for f, x in zip(files, signals)
                 )
-            s = hs.stack(signals, new_axis_name="defocus") if len(files) > 1 else signals[0]
+                raise CLIError(f"the files hold images of different sizes ({sizes}); crop or bin them to one size")
+            # Not named "defocus" yet: set_defocus names it once the values are known.
+            s = hs.stack(signals, new_axis_name="image", show_progressbar=False)
             s.original_metadata.set_item("stack_elements", {
                 f"element{i}": {"original_metadata": x.original_metadata.as_dictionary(),
                                 "metadata": x.metadata.as_dictionary()}
@@ -212,60 +329,139 @@ def _load(files, lazy):
     except CLIError:
         raise
     except Exception as exc:  # a reader's own error, reported in one line
-        raise CLIError(f"could not read {files[0] if len(files) == 1 else 'the files'}: {exc}") from None
+        raise CLIError(f"could not read {files[0] if len(files) == 1 else 'the files'}: {_one_line(exc)}") from None
     if isinstance(s, list):
         raise CLIError(f"{files[0]} holds {len(s)} signals; give one file per focal series")
     if s.axes_manager.signal_dimension != 2:
-        raise CLIError("the data are not images (2-D signals)")
+        raise CLIError(f"the data are not images (signal dimension {s.axes_manager.signal_dimension}, not 2)")
+    if not s.axes_manager.navigation_dimension:
+        raise CLIError(
+            f"{files[0]} holds a single image: give one file per image of the focal series, "
+            "or a file holding the whole series"
+        )
     s.set_signal_type("lorentz_focal_series")
     return s
+
+
+def _set_calibrations(s, args):
+    """Defocus and microscope parameters from the files and the command line."""
+    axis = args.defocus_axis
+    if axis is not None and axis.lstrip("-").isdigit():
+        axis = int(axis)
+    try:
+        if args.defocus:
+            s.set_defocus(args.defocus, units=args.defocus_units, axis=axis)
+        elif s._defocus_axis(required=False) is None:
+            s.set_defocus(axis=axis)
+    except ValueError as exc:
+        text = str(exc)
+        if "No defocus values were found" in text:
+            text = ("the files hold no defocus axis and no defocus values were found in their "
+                    "metadata or names; give them with --defocus (e.g. --defocus -1.6 0 1.6 --defocus-units mm)")
+        elif "say which runs through focus" in text:
+            nav = [a.name for a in s.axes_manager.navigation_axes]
+            text = (f"the stack has {len(nav)} navigation axes ({', '.join(map(str, nav))}) and none is "
+                    "named 'defocus'; say which runs through focus with --defocus-axis NAME_OR_INDEX")
+        raise CLIError(text) from None
+    if args.beam_energy is not None or args.pixel_size is not None:
+        try:
+            s.set_microscope_parameters(beam_energy=args.beam_energy, pixel_size=args.pixel_size)
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+    p = s.get_microscope_parameters()
+    if p["beam_energy_kV"] is None:
+        raise CLIError("the beam energy is not in the files; give it with --beam-energy (keV)")
+    if p["pixel_size_nm"] is None:
+        raise CLIError("the pixel size is not calibrated in the files; give it with --pixel-size (nm)")
+    return p
+
+
+def _method_kwargs(args):
+    kwargs = {}
+    if args.method == "ad":
+        kwargs.update(refine=tuple(args.refine or ()), max_iterations=args.iterations)
+        if args.likelihood:
+            kwargs["likelihood"] = args.likelihood
+        if args.device:
+            kwargs["device"] = args.device
+        if args.seed is not None:
+            kwargs["seed"] = args.seed
+    elif args.qc is not None:
+        kwargs["qc"] = args.qc
+    return kwargs
+
+
+def _scheduler_for_local_files(client):
+    """dask config for writing HDF5 files here (h5py objects cannot go to workers)."""
+    import contextlib
+
+    import dask
+
+    return dask.config.set(scheduler="threads") if client is not None else contextlib.nullcontext()
 
 
 def cmd_reconstruct(args):
     import hyperspy_lorentz  # noqa: F401
 
+    out = _Output(args.output, args.overwrite)  # refuses an existing output first: costs nothing
     client = None
-    if args.scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise CLIError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
-        try:
-            client = Client(args.scheduler, timeout="10s")
-        except Exception as exc:
-            raise CLIError(f"cannot reach the dask scheduler at {args.scheduler}: {exc}") from None
-    out = _Output(args.output, args.overwrite)
     try:
-        s = _load(args.files, lazy=bool(args.lazy or client))
-        if args.defocus:
-            s.set_defocus(args.defocus, units=args.defocus_units)
-        elif s._defocus_axis(required=False) is None:
-            try:
-                s.set_defocus()
-            except ValueError as exc:
-                raise CLIError(f"{exc} On the command line: --defocus -1.6 0 1.6 --defocus-units mm") from None
-        if args.beam_energy:
-            s.set_microscope_parameters(beam_energy=args.beam_energy)
-        if args.pixel_size:
-            s.set_microscope_parameters(pixel_size=args.pixel_size)
-        kwargs = {}
-        if args.method == "ad":
-            kwargs.update(refine=tuple(args.refine or ()), max_iterations=args.iterations)
-            if args.likelihood:
-                kwargs["likelihood"] = args.likelihood
-        phase = s.reconstruct_phase(method=args.method, show_progressbar=not args.quiet, **kwargs)
-        if phase._lazy:
-            phase.compute(show_progressbar=not args.quiet)
-        induction = phase.induction()
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        if args.scheduler:
+            client = _connect(args.scheduler)
+            n_workers = len(client.scheduler_info().get("workers", {}))
+            print(f"Connected to the dask scheduler at {client.scheduler.address} ({n_workers} workers).")
+        lazy = bool(args.lazy or client is not None)
+        files = list(args.files)
+        not_zarr = [f for f in files if Path(f).suffix.lower() != ".zspy"]
+        if client is not None and not_zarr and not args.lazy:
+            # HDF5-based and vendor files opened lazily cannot be shared with worker
+            # processes: read them here and send the series to the workers.
+            print("Reading the files here (only .zspy files are read by the workers).")
+            s = _load(files, lazy=False)
+            lazy_output = True
+        elif client is not None and not_zarr:
+            raise CLIError(
+                f"{not_zarr[0]} cannot be read by the dask workers (only .zspy can): convert it "
+                "with hs.load(...).save('series.zspy'), or drop --lazy to read it here"
+            )
+        else:
+            s = _load(files, lazy=lazy)
+            lazy_output = None
+        p = _set_calibrations(s, args)
+        shape = s.axes_manager.signal_shape[::-1]
+        n_images = s.axes_manager["defocus"].size
+        n_series = int(np.prod(s.axes_manager.navigation_shape)) // n_images
+        print(f"{n_series} focal series of {n_images} images of {shape[0]} x {shape[1]} pixels, "
+              f"defocus {', '.join(f'{d:g}' for d in p['defocus_nm'])} nm, "
+              f"{p['beam_energy_kV']:g} keV, {p['pixel_size_nm']:.4g} nm/pixel; method {args.method.upper()}"
+              + (" (lazy)" if lazy or lazy_output else ""))
+        t0 = time.perf_counter()
+        phase = s.reconstruct_phase(method=args.method, show_progressbar=not args.quiet,
+                                    lazy_output=lazy_output, **_method_kwargs(args))
         fmt = args.format
-        phase.save(out.file(f"phase.{fmt}"))
-        induction.save(out.file(f"induction.{fmt}"))
+        if phase._lazy:
+            _write_lazy(phase, out, fmt, client, quiet=args.quiet)
+        else:
+            phase.save(out.file(f"phase.{fmt}"), show_progressbar=False)
+            induction = phase.induction(show_progressbar=False)
+            induction.save(out.file(f"induction.{fmt}"), show_progressbar=False)
+        phase = _reload(out.file(f"phase.{fmt}"))
+        induction = _reload(out.file(f"induction.{fmt}"))
         _result_png(out.file("phase.png"), phase, induction)
+        summary = _summary(phase, p, time.perf_counter() - t0)
+        out.file("summary.txt").write_text(summary + "\n")
+        for sig in (phase, induction):
+            _close(sig)
         out.commit()
-        print(f"Wrote {out.path}/phase.{fmt}, induction.{fmt}, phase.png")
+        print(summary)
+        print(f"Wrote {out.path}/: phase.{fmt}, induction.{fmt}, phase.png, summary.txt")
     except ValueError as exc:
         out.discard()
-        raise CLIError(str(exc)) from None
+        raise CLIError(_one_line(exc)) from None
     except BaseException:
         out.discard()
         raise
@@ -275,23 +471,92 @@ def cmd_reconstruct(args):
     return 0
 
 
+def _write_lazy(phase, out, fmt, client, quiet):
+    """Write a lazy reconstruction series by series; nothing is held in memory whole."""
+    from hyperspy_lorentz.signals._series import save_lazy_result
+
+    zspy = out.file("phase.zspy")
+    save_lazy_result(phase, zspy, overwrite=True, show_progressbar=not quiet)
+    # phase now reads from phase.zspy
+    induction = phase.induction(show_progressbar=False)
+    if fmt == "zspy":
+        induction.save(out.file("induction.zspy"), show_progressbar=False)
+        return
+    with _scheduler_for_local_files(client):
+        phase.save(out.file(f"phase.{fmt}"), show_progressbar=False)
+        induction.save(out.file(f"induction.{fmt}"), show_progressbar=False)
+    shutil.rmtree(zspy)
+
+
+def _close(signal):
+    """Close the file a lazily loaded signal reads from (before the folder moves)."""
+    try:
+        signal.close_file()
+    except Exception:  # zarr stores need no closing; never fail a finished run here
+        pass
+
+
+def _reload(path):
+    import hyperspy.api as hs
+
+    return hs.load(path, lazy=True)
+
+
+def _summary(phase, p, seconds):
+    rec = phase.metadata.get_item("Signal.Reconstruction")
+    rec = rec.as_dictionary() if rec is not None else {}
+    nav = phase.axes_manager.navigation_shape
+    n_series = int(np.prod(nav)) if nav else 1
+    lines = [f"{rec.get('method', '?').upper()} reconstruction of {n_series} focal series in {seconds:.1f} s"]
+    defocus = rec.get("defocus")
+    if defocus is not None and rec.get("method") == "ad":
+        d = np.asarray(defocus, dtype=float).reshape(-1, np.asarray(p["defocus_nm"]).size)
+        lines.append(f"{'defocus (nm)':<16}{'nominal':>14}{'retrieved' + (' (series 0)' if n_series > 1 else ''):>24}")
+        for k, nominal in enumerate(p["defocus_nm"]):
+            lines.append(f"{'  image ' + str(k):<16}{nominal:>14.1f}{d[0, k]:>24.1f}")
+    for key in ("iterations", "converged", "qc"):
+        value = rec.get(key)
+        if value is not None:
+            v = np.asarray(value)
+            lines.append(f"{key}: {v.item() if v.size == 1 else v.ravel()[:8].tolist()}")
+    return "\n".join(lines)
+
+
+def _first(signal):
+    """The first navigation position of a (lazy) signal, as an eager 2-D array."""
+    data = signal.data
+    data = data[(0,) * (data.ndim - 2)]
+    return np.asarray(data.compute() if hasattr(data, "compute") else data)
+
+
 def _result_png(path, phase, induction):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hyperspy_lorentz.physics.colour import colour_wheel
+    from hyperspy_lorentz.physics.colour import colour_wheel, induction_to_rgb
 
-    p = phase.data.reshape((-1,) + phase.data.shape[-2:])[0]
-    rgb = induction.get_color_signal()
-    c = rgb.data.reshape((-1,) + rgb.data.shape[-2:])[0]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), constrained_layout=True)
-    im = axes[0].imshow(p, cmap="viridis")
+    p = _first(phase)
+    b = induction.data  # (*outer, component, y, x)
+    b = b[(0,) * (b.ndim - 3)]
+    bx, by = np.asarray(b.compute() if hasattr(b, "compute") else b)
+    mag = np.hypot(bx, by)
+    vmax = float(np.percentile(mag, 99.5)) or 1.0
+    rgb = induction_to_rgb(bx, by, max_magnitude=vmax)
+    sx, sy = phase.axes_manager.signal_axes
+    ext = [sx.axis[0], sx.axis[-1], sy.axis[-1], sy.axis[0]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    im = axes[0].imshow(p, cmap="viridis", extent=ext)
     fig.colorbar(im, ax=axes[0], shrink=0.8, label="phase (rad)")
-    axes[0].set_title(phase.metadata.General.title)
-    axes[1].imshow(np.stack([c["R"], c["G"], c["B"]], axis=-1))
-    axes[1].set_title("induction")
+    title = phase.metadata.General.title
+    nav = phase.axes_manager.navigation_shape
+    axes[0].set_title(title + (" (series 0)" if nav else ""))
+    axes[1].imshow(np.clip(rgb, 0, 1), extent=ext)
+    axes[1].set_title(f"induction (full brightness at {vmax:.3g} {induction.units})")
+    for ax in axes:
+        ax.set_xlabel(f"x ({sx.units})")
+        ax.set_ylabel(f"y ({sy.units})")
     inset = axes[1].inset_axes([0.78, 0.78, 0.22, 0.22])
     inset.imshow(colour_wheel(96))
     inset.set_axis_off()
@@ -309,45 +574,113 @@ def build_parser():
 
     demo = sub.add_parser("demo", help="simulate a skyrmion-lattice focal series and reconstruct it")
     demo.add_argument("--output", default="hyperspy_lorentz_demo", help="output folder")
-    demo.add_argument("--size", type=int, default=192, help="image size in pixels (default 192)")
+    demo.add_argument("--size", type=int, default=192,
+                      help="about the image size in pixels (default 192; rounded to whole lattice cells)")
+    demo.add_argument("--dose", type=float, default=400.0, help="electrons per pixel (default 400)")
+    demo.add_argument("--threads", type=int, default=1,
+                      help="PyTorch threads (default 1: the images are small; 0 keeps PyTorch's default)")
     demo.add_argument("--iterations", type=int, default=300, help="maximum AD iterations")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
-    rec = sub.add_parser("reconstruct", help="reconstruct focal series from vendor files")
-    rec.add_argument("files", nargs="+", help="one file holding the series, or one file per image")
-    rec.add_argument("--defocus", type=float, nargs="+", help="defocus of each image (see --defocus-units)")
-    rec.add_argument("--defocus-units", default="nm", help="unit of --defocus: nm, um or mm")
-    rec.add_argument("--method", choices=("ad", "tie"), default="ad")
-    rec.add_argument("--refine", nargs="*", choices=("defocus", "shifts", "theta_c", "astigmatism", "scale", "amplitude"),
-                     help="experimental parameters to refine (AD)")
-    rec.add_argument("--likelihood", choices=("gaussian", "poisson"))
-    rec.add_argument("--iterations", type=int, default=500, help="maximum AD iterations")
+    rec = sub.add_parser(
+        "reconstruct", help="reconstruct focal series from vendor files",
+        description="Reconstruct the phase of every focal series in FILES and write phase and "
+                    "induction maps (HyperSpy files) with a PNG preview into the --output folder.",
+    )
+    rec.add_argument("files", nargs="+",
+                     help="one file holding the series (or a stack of series), or one file per image")
+    rec.add_argument("--output", required=True, help="output folder (refused if it exists, unless --overwrite)")
+    rec.add_argument("--defocus", type=float, nargs="+", metavar="DF",
+                     help="defocus of each image, positive for overfocus (see --defocus-units); "
+                          "default: read from the files")
+    rec.add_argument("--defocus-units", default="nm", help="unit of --defocus: nm (default), um or mm")
+    rec.add_argument("--defocus-axis", metavar="NAME_OR_INDEX",
+                     help="the navigation axis that runs through focus, where a stack has several")
+    rec.add_argument("--method", choices=("ad", "tie"), default="ad", help="ad (default) or tie")
+    rec.add_argument("--refine", nargs="*",
+                     choices=("defocus", "shifts", "theta_c", "astigmatism", "scale", "amplitude"),
+                     help="AD: experimental parameters to refine")
+    rec.add_argument("--likelihood", choices=("gaussian", "poisson"), help="AD: noise model")
+    rec.add_argument("--iterations", type=int, default=500, help="AD: maximum iterations (default 500)")
+    rec.add_argument("--device", help="AD: torch device, auto (default), cpu or cuda")
+    rec.add_argument("--seed", type=int, help="AD: random seed")
+    rec.add_argument("--threads", type=int,
+                     help="PyTorch threads of an AD fit run in this process (default: PyTorch's)")
+    rec.add_argument("--qc", type=float, help="TIE: regularisation frequency, 1/nm (default from the noise)")
     rec.add_argument("--beam-energy", type=float, help="keV, where the files do not hold it")
     rec.add_argument("--pixel-size", type=float, help="nm, where the files do not hold it")
-    rec.add_argument("--output", required=True, help="output folder")
-    rec.add_argument("--format", choices=("hspy", "zspy"), default="hspy")
-    rec.add_argument("--lazy", action="store_true", help="load lazily (large stacks)")
-    rec.add_argument("--scheduler", help="address of a dask.distributed scheduler, e.g. tcp://host:8786")
+    rec.add_argument("--format", choices=("hspy", "zspy"), default="hspy", help="output format (default hspy)")
+    rec.add_argument("--lazy", action="store_true",
+                     help="load lazily and reconstruct series by series (large stacks)")
+    rec.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run on a dask.distributed scheduler: tcp://host:8786 or a scheduler file "
+                          "(implies --lazy for .zspy input)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     rec.add_argument("--quiet", action="store_true", help="no progress bars")
     rec.set_defaults(func=cmd_reconstruct)
     return parser
 
 
+class _NoNumbaNotice:
+    """Drop HyperSpy's "Numba is not installed" log notice (nothing the user must act on)."""
+
+    @staticmethod
+    def filter(record):
+        return "Numba is not installed" not in record.getMessage()
+
+
+class _Warnings:
+    """Show warnings on one line each, as ``hyperspy-lorentz: warning: ...``."""
+
+    def __enter__(self):
+        import logging
+        import warnings
+
+        self._filter = _NoNumbaNotice()
+        self._loggers = [logging.getLogger(name) for name in ("hyperspy", "hyperspy.decorators")]
+        for logger in self._loggers:
+            logger.addFilter(self._filter)
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", FutureWarning)  # library deprecations: not the user's business
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            print(f"hyperspy-lorentz: warning: {_one_line(message)}", file=sys.stderr)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        for logger in self._loggers:
+            logger.removeFilter(self._filter)
+        return False
+
+
 def main(argv=None):
+    """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with _Warnings():
+            return args.func(args)
     except CLIError as exc:
         print(f"hyperspy-lorentz: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hyperspy-lorentz: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("HYPERSPY_LORENTZ_DEBUG"):
+            raise
+        print(f"hyperspy-lorentz: error: {type(exc).__name__}: {_one_line(exc)} "
+              "(set HYPERSPY_LORENTZ_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

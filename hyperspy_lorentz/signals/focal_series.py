@@ -316,9 +316,20 @@ class LorentzFocalSeries(Signal2D):
         return out
 
     # ----------------------------------------------------------------- checks
-    def _require_parameters(self, single_image_ok=False):
-        """Parameters for a reconstruction, raising with the fix where one is missing."""
+    def _require_parameters(self, defocus=None):
+        """Parameters for a reconstruction, raising with the fix where one is missing.
+
+        ``defocus`` (nm) stands in for the defocus axis of a single image.
+        """
         p = self.get_microscope_parameters()
+        if defocus is not None:
+            if self._defocus_axis(required=False) is not None:
+                raise ValueError(
+                    "This series has a defocus axis; drop the defocus argument, or change "
+                    "the axis with s.set_defocus(...)."
+                )
+            p["defocus_nm"] = np.atleast_1d(np.asarray(defocus, dtype=float))
+            p["sources"]["defocus_nm"] = "user"
         if p["beam_energy_kV"] is None:
             raise ValueError(
                 "The beam energy is unknown: set it with "
@@ -336,12 +347,6 @@ class LorentzFocalSeries(Signal2D):
                 "s.set_defocus(values, units='nm') (one value per image)."
             )
         return p
-
-    def _series_layout(self):
-        """Return (defocus axis index in array, list of other navigation axes)."""
-        ax = self._defocus_axis(required=True)
-        others = [a for a in self.axes_manager.navigation_axes if a is not ax]
-        return ax.index_in_array, others
 
     def _check_images(self):
         """Reject data that would give a garbage reconstruction (eager data only)."""
@@ -362,19 +367,11 @@ class LorentzFocalSeries(Signal2D):
                     "dark level, or clip on a copy: s2 = s.deepcopy(); s2.data.clip(0, None, out=s2.data)."
                 )
 
-
     # --------------------------------------------------------- reconstruction
     def _series_inputs(self, single_image=False, defocus=None):
         """Check the series and collect what every reconstruction needs."""
         self._check_images()
-        if defocus is not None and self._defocus_axis(required=False) is None:
-            # A single image (or a stack without defocus axis) with the defocus given.
-            p = dict(self.get_microscope_parameters())
-            p["defocus_nm"] = np.atleast_1d(np.asarray(defocus, dtype=float))
-            if p["beam_energy_kV"] is None or p["pixel_size_nm"] is None:
-                self._require_parameters_without_defocus(p)
-            return p
-        p = self._require_parameters()
+        p = self._require_parameters(defocus)
         n_distinct = np.unique(np.round(p["defocus_nm"], 6)).size
         if not single_image and n_distinct < 2:
             raise ValueError(
@@ -384,16 +381,6 @@ class LorentzFocalSeries(Signal2D):
                 "single-image series (s.inav[i:i+1])."
             )
         return p
-
-    def _require_parameters_without_defocus(self, p):
-        if p["beam_energy_kV"] is None:
-            raise ValueError(
-                "The beam energy is unknown: set it with s.set_microscope_parameters(beam_energy=200) (keV)."
-            )
-        if p["pixel_size_nm"] is None:
-            raise ValueError(
-                "The pixel size is not calibrated: set it with s.set_microscope_parameters(pixel_size=...) (nm)."
-            )
 
     def _wrap_result(self, data, cls_name, title, info, parameters, lazy_infos=None):
         """Make an ElectronPhase / complex signal from per-series results."""
@@ -436,7 +423,7 @@ class LorentzFocalSeries(Signal2D):
         shape = tuple(self.axes_manager.signal_shape[::-1])
         results, infos = _series.apply_kernel(
             self, kernel, result_shape=shape, result_dtype=result_dtype,
-            show_progressbar=show_progressbar, lazy_output=lazy_output,
+            show_progressbar=show_progressbar, lazy_output=lazy_output, parameters=parameters,
         )
         if _is_dask(results):
             return self._wrap_result(results, cls_name, title, None, parameters, lazy_infos=infos)
