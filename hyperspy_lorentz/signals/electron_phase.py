@@ -128,3 +128,23 @@ class LazyElectronPhase(LazySignal2D, ElectronPhase):
         super().compute(close_file=close_file, show_progressbar=False)
 
     compute.__doc__ = LazySignal2D.compute.__doc__
+
+    def save(self, filename=None, overwrite=None, extension=None, file_format=None, **kwds):
+        """Save the signal; a pending lazy reconstruction to ``.zspy`` keeps its record.
+
+        Writing a lazy reconstruction to ``.zspy`` streams the phase series by
+        series *and* stores the per-series information (refined parameters, loss
+        histories) that the same tasks compute (see
+        :func:`hyperspy_lorentz.signals._series.save_lazy_result`). Any other case
+        is HyperSpy's ``save``.
+        """
+        infos = getattr(self, "_lazy_reconstruction_info", None)
+        target = str(filename) if filename is not None else ""
+        # save_lazy_result itself calls save(write_dataset=False) for the file's frame.
+        if infos is not None and "write_dataset" not in kwds and (target.endswith(".zspy") or extension == "zspy" or file_format == "ZSPY"):
+            from hyperspy_lorentz.signals._series import save_lazy_result
+
+            if extension == "zspy" and not target.endswith(".zspy"):
+                target += ".zspy"
+            return save_lazy_result(self, target, overwrite=overwrite, **kwds)
+        return super().save(filename, overwrite=overwrite, extension=extension, file_format=file_format, **kwds)

@@ -121,3 +121,13 @@ def test_failed_call_leaves_signal_untouched(series):
         s.reconstruct_phase(method="tie")
     np.testing.assert_array_equal(s.data, before)
     assert s.metadata.as_dictionary().keys() == md.keys()
+
+
+def test_plain_save_of_lazy_result_to_zspy_keeps_the_per_series_record(series, tmp_path):
+    lazy = series.as_lazy().reconstruct_phase(method="tie")
+    lazy.save(tmp_path / "phase.zspy")
+    back = hs.load(tmp_path / "phase.zspy")
+    eager = series.reconstruct_phase(method="tie", show_progressbar=False)
+    np.testing.assert_allclose(back.data, eager.data, atol=1e-10)
+    # qc is chosen inside each task: it can only be in the file if the record was kept.
+    assert back.metadata.Signal.Reconstruction.qc == pytest.approx(eager.metadata.Signal.Reconstruction.qc)
