@@ -1,0 +1,1434 @@
+"""Automatic-differentiation (AD) phase retrieval from a Lorentz TEM focal series.
+
+The method of Zhou, Cherukara & Phatak, "Differential programming enabled
+functional imaging with Lorentz transmission electron microscopy", npj Comput.
+Mater. 7, 141 (2021): a differentiable microscope
+(:class:`~hyperspy_lorentz.physics.forward.ForwardModel`) turns a candidate exit
+wave ``A exp(i phi)`` into a focal series, and the phase (pixel by pixel), and
+optionally the amplitude and the experimental parameters, are fitted to the
+measured images by gradient-based optimisation.
+
+Pure array kernel: NumPy arrays in, an :class:`ADResult` out; nothing here knows
+about HyperSpy. Units and signs follow :ref:`conventions` (lengths nm, ``Cs`` mm,
+``theta_c`` mrad, beam energy keV, defocus positive for overfocus; the
+astigmatism angle is in **degrees** here, from ``+x`` toward ``+y``).
+
+Objective
+---------
+Every term is a negative log-probability divided by the number ``M = N H W`` of
+measured pixels, so the data term is about 0.5 at the solution:
+
+* ``likelihood="gaussian"`` (the paper's choice): the images are normalised by
+  their mean and their *amplitudes* are fitted,
+  ``sum_n sum_x (sqrt(I_n / <I_n>) - a_n)^2 / (2 sigma_n^2)``, with the noise
+  ``sigma_n`` of each amplitude image estimated from the data (robust
+  Laplacian-median estimator, Immerkaer 1996). The model images are normalised
+  by their mean too, which makes the fit independent of the exposure and of the
+  intensity the quasi-coherent envelope removes.
+* ``likelihood="poisson"``: counted (low-dose) data, ``sum (lambda - k log
+  lambda)`` with ``lambda_n = dose_n I_n / <I_n>`` and ``k`` the counts.
+
+The prior is a smoothed isotropic total variation (forward differences, rad per
+pixel) ``beta sum_x (sqrt(|grad phi|^2 + eps^2) - eps)``. When the amplitude is
+refined it is the *joint* TV ``sqrt(|grad phi|^2 + kappa^2 |grad ln A|^2 +
+eps^2)``, which puts amplitude edges where the phase has them (both come from
+the same thickness changes) -- with separate TVs the amplitude of a two-image
+series stays blurred. Because the data term is in units of the noise, one
+weight ``beta`` (a MAP rate, 1/rad) serves all noise levels, doses, image sizes
+and series lengths; ``regularization="auto"`` is :data:`DEFAULT_TV_WEIGHT`.
+
+Optimisation
+------------
+L-BFGS (default; ``optimizer="adam"``: the paper's optimiser) on one flat
+vector of *whitened* variables, so that a unit step is about right for all of
+them:
+
+* the phase is ``phi = phi_0 + F^-1[p(q) F[u]]`` with the diagonal Fourier
+  preconditioner ``p = (H(q) + h_tv(q) + c max H)^(-1/2)``: ``H(q) = sum_n w_n
+  sin^2(chi_n) E_n^2 / M`` is the Gauss-Newton curvature of the weak-phase data
+  term, so that the low spatial frequencies, transferred only as ``q^2``,
+  converge as fast as the others, and ``h_tv = beta |D(q)|^2 / (eps M)`` the
+  curvature of the TV in flat regions (the log-amplitude likewise, with
+  ``cos^2 chi`` and ``kappa^2``);
+* the experimental parameters are offsets divided by the square root of their
+  Gauss-Newton curvature (finite differences at the start): defocus in nm,
+  shifts in pixels (the image nearest focus is the reference and stays at
+  zero), ``ln theta_c``, the astigmatism as the vector ``(A cos 2a, A sin 2a)``
+  in nm, and ``ln`` intensity scales.
+
+When the amplitude is refined the fit runs in two stages: first the phase (and
+the other refined parameters) with the amplitude held, then everything; a
+uniform or blurred amplitude refined from the TIE start otherwise absorbs phase
+errors. The best iterate of each stage is kept; a stage stops when the loss
+decreased by less than ``tolerance`` (relative) over :data:`CONVERGENCE_WINDOW`
+iterations (the first stage, a warm start, at ``10 * tolerance``) or when the
+iterations run out. ``loss_history`` spans both stages.
+
+A parameter whose doubling changes the fit by less than one unit of chi^2
+(:data:`IDENTIFIABILITY_CHI2`) -- typically ``defocus_spread``, which the
+paper's attempt to refine did not move either -- is kept at its given value and
+reported in :attr:`ADResult.not_identifiable` (with a warning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from hyperspy_lorentz.physics import optics
+from hyperspy_lorentz.physics.forward import ForwardModel, _next_fast_len
+
+__all__ = [
+    "ADResult",
+    "reconstruct_ad",
+    "estimate_memory",
+    "REFINABLE",
+    "DEFAULT_REFINE",
+    "DEFAULT_TV_WEIGHT",
+    "MEMORY_COEFFICIENTS",
+]
+
+#: Parameters that can be refined besides the phase.
+REFINABLE = ("amplitude", "defocus", "shifts", "theta_c", "astigmatism", "scale",
+             "defocus_spread")
+#: Parameters refined by default.
+DEFAULT_REFINE = ("amplitude",)
+
+#: Default total-variation weight (MAP rate, 1/rad, in units of the negative
+#: log-likelihood); see the module docstring.
+DEFAULT_TV_WEIGHT = 3.0
+#: Smoothing of the total variation, rad per pixel: gradients well below it are
+#: penalised quadratically (smooth magnetic phase ramps), larger ones linearly
+#: (edges are kept).
+TV_EPSILON = 0.05
+#: Weight ``kappa`` of the log-amplitude gradients in the joint TV (rad per unit
+#: of ln A): a 5 % amplitude step counts like a 0.5 rad phase step.
+JOINT_TV_COUPLING = 10.0
+#: Floor of the Fourier preconditioner, relative to the largest curvature.
+PRECONDITIONER_FLOOR = 1e-2
+#: Weight of the TV curvature (flat regions) in the Fourier preconditioner.
+PRECONDITIONER_TV = 1.0
+#: Largest change of a whitened variable in the first L-BFGS step (times
+#: ``learning_rate``); later steps are scaled by the curvature pairs.
+FIRST_STEP = 1e-3
+#: L-BFGS memory (pairs of correction vectors).
+LBFGS_HISTORY = 10
+#: Iterations over which the relative loss decrease is compared to ``tolerance``.
+CONVERGENCE_WINDOW = 10
+#: Tolerance of the first (warm-start) stage relative to ``tolerance``.
+STAGE1_TOLERANCE_FACTOR = 10.0
+#: A refinable scalar whose doubling changes chi^2 by less than this is reported
+#: as not identifiable.
+IDENTIFIABILITY_CHI2 = 1.0
+#: Floor of the estimated relative amplitude noise (noise-free simulations).
+NOISE_FLOOR = 1e-3
+#: Defocus below this fraction of the largest ``|defocus|`` counts as in focus.
+INFOCUS_FRACTION = 1e-3
+#: Offset inside the square root of the Gaussian data term (normalised units).
+_SQRT_EPS = 1e-6
+
+#: Peak memory of a fit, bytes per propagated (padded) pixel at float32,
+#: measured with ``benchmarks/bench_ad.py --memory`` (RSS high-water mark added
+#: by a fit); read by :mod:`hyperspy_lorentz.reconstruction.memory`.
+MEMORY_COEFFICIENTS = {"fixed": 150.0, "per_image": 40.0, "per_image_refine": 16.0}
+
+_OPTICAL = ("defocus", "shifts", "theta_c", "astigmatism", "scale")
+
+
+# ============================================================================ result
+@dataclasses.dataclass
+class ADResult:
+    """Result of :func:`reconstruct_ad`.
+
+    Attributes
+    ----------
+    phase : numpy.ndarray, shape (H, W)
+        Retrieved phase, rad, float64, mean subtracted.
+    amplitude : numpy.ndarray, shape (H, W)
+        Exit-wave amplitude (refined, from the in-focus image, given, or
+        uniform), normalised to a mean intensity ``<A^2> = 1``.
+    defocus : numpy.ndarray, shape (N,)
+        Defocus of each image, nm (refined or as given).
+    shifts : numpy.ndarray, shape (N, 2)
+        Image shifts ``(dy, dx)``, pixels, relative to the reference image (the
+        one nearest focus); a positive value moves the image content toward
+        ``+y`` / ``+x``.
+    theta_c : float
+        Beam divergence, mrad.
+    astigmatism : float
+        Two-fold astigmatism magnitude, nm.
+    astigmatism_angle : float
+        Astigmatism direction, degrees from ``+x`` toward ``+y``.
+    scale : numpy.ndarray, shape (N,)
+        Intensity scale of each image relative to the mean-normalised model.
+    defocus_spread : float
+        Focal spread, nm.
+    loss_history : list of float
+        Loss at the start and after every iteration (all stages).
+    iterations : int
+        Iterations performed (all stages).
+    converged : bool
+        The relative-loss tolerance was met (in the last stage).
+    interrupted : bool
+        The fit was stopped by ``KeyboardInterrupt``; the best iterate is returned.
+    time_s : float
+        Wall time of the whole call, s.
+    refined : tuple of str
+        Parameters actually refined (besides the phase).
+    not_identifiable : tuple of str
+        Parameters requested in ``refine`` but not identifiable from the data;
+        kept at their given value.
+    parameters : dict
+        Every setting used (JSON-friendly), with per-stage summaries.
+    device : str
+        Device the fit ran on.
+    """
+
+    phase: np.ndarray
+    amplitude: np.ndarray
+    defocus: np.ndarray
+    shifts: np.ndarray
+    theta_c: float
+    astigmatism: float
+    astigmatism_angle: float
+    scale: np.ndarray
+    defocus_spread: float
+    loss_history: list
+    iterations: int
+    converged: bool
+    interrupted: bool
+    time_s: float
+    refined: tuple
+    not_identifiable: tuple
+    parameters: dict
+    device: str
+
+    def __repr__(self):
+        loss = self.loss_history[-1] if self.loss_history else float("nan")
+        return (
+            f"ADResult(shape={self.phase.shape}, iterations={self.iterations}, "
+            f"converged={self.converged}, interrupted={self.interrupted}, loss={loss:.6g}, "
+            f"refined={self.refined}, not_identifiable={self.not_identifiable}, "
+            f"time_s={self.time_s:.2f}, device={self.device!r})"
+        )
+
+
+# ============================================================================ memory
+def _padded_shape(h, w, padding):
+    if padding is None:
+        return h, w
+    py, px = (h + 3) // 4, (w + 3) // 4
+    return _next_fast_len(h + 2 * py), _next_fast_len(w + 2 * px)
+
+
+def _torch_dtype(dtype):
+    if dtype in (torch.float32, np.float32) or str(dtype) in ("float32", "single"):
+        return torch.float32
+    if dtype in (torch.float64, np.float64) or str(dtype) in ("float64", "double"):
+        return torch.float64
+    raise ValueError(f"dtype must be 'float32' (default) or 'float64', got {dtype!r}")
+
+
+def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", padding=None):
+    """Estimate the peak memory added by :func:`reconstruct_ad`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape ``(H, W)``.
+    n_images : int
+        Number of images in the series.
+    refine : sequence of str
+        Parameters refined (see :data:`REFINABLE`). Refining optical parameters
+        keeps the spectrum of the exit wave; the amplitude adds a second field.
+    dtype : {"float32", "float64"}
+        Working precision (float64 doubles the memory).
+    padding : None, "reflect" or "edge"
+        Padding of the forward model (a quarter of the image on each side).
+
+    Returns
+    -------
+    int
+        Bytes, with a 20 % margin, including the float64 copies of the input
+        made by :func:`reconstruct_ad`.
+    """
+    try:
+        h, w = (int(v) for v in tuple(shape)[-2:])
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be the image shape (H, W), got {shape!r}") from None
+    n = int(n_images)
+    if h < 1 or w < 1 or n < 1:
+        raise ValueError(f"shape and n_images must be positive, got {shape!r}, {n_images!r}")
+    scale = 2.0 if _torch_dtype(dtype) == torch.float64 else 1.0
+    hp, wp = _padded_shape(h, w, padding)
+    refine = tuple(refine or ())
+    c = MEMORY_COEFFICIENTS
+    optical = any(r in refine for r in _OPTICAL)
+    per_px = c["fixed"] + n * (c["per_image"] + (c["per_image_refine"] if optical else 0.0))
+    if "amplitude" in refine:
+        per_px += c.get("amplitude", 0.5 * c["fixed"])
+    return int(math.ceil(1.2 * (scale * per_px * hp * wp + 24.0 * n * h * w)))
+
+
+def _available_memory(device):
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), "free GPU memory"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available RAM"
+
+
+def _check_memory(shape, n, refine, dtype, padding, device):
+    need = estimate_memory(shape, n, refine, dtype, padding)
+    avail, where = _available_memory(device)
+    if need > avail:
+        h, w = shape
+        f = math.ceil(math.sqrt(need / max(avail, 1)))
+        advice = (f"crop the images (s.isig[...]) to about {h // f} x {w // f} pixels or "
+                  f"bin them (s.rebin(scale=(1, {f}, {f})))")
+        if device.type != "cuda":
+            advice += ", or run the fit on a GPU (device='cuda')"
+        raise ValueError(
+            f"Not enough memory: an AD reconstruction of {n} images of {h} x {w} pixels "
+            f"needs about {need / 2**30:.2f} GiB, more than the {avail / 2**30:.2f} GiB of "
+            f"{where}; {advice}."
+        )
+    return need
+
+
+# ============================================================================ checks
+def _resolve_device(device):
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+                         ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA device; use "
+                         f"device='cpu' or 'auto'")
+    return dev
+
+
+def _as_float(value, name, unit, positive=False, nonneg=False):
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number ({unit}), got {value!r}") from None
+    if not math.isfinite(f) or (positive and f <= 0) or (nonneg and f < 0):
+        cond = " and > 0" if positive else (" and >= 0" if nonneg else "")
+        raise ValueError(f"{name} must be finite{cond} ({unit}), got {value!r}")
+    return f
+
+
+def _check_images(images, defocus):
+    imgs = np.asarray(images)
+    if imgs.dtype == object or not (np.issubdtype(imgs.dtype, np.number)
+                                    or imgs.dtype == bool):
+        raise ValueError("images must be a numeric (N, H, W) array")
+    if np.iscomplexobj(imgs):
+        raise ValueError("images must be real intensities, got a complex array")
+    imgs = np.array(imgs, dtype=np.float64)
+    if imgs.ndim != 3:
+        raise ValueError(
+            f"images must be a focal series of shape (N, H, W), got shape {imgs.shape}; "
+            f"for a single image use a single-image method (method='sitie', or "
+            f"single-image AD)"
+        )
+    n, h, w = imgs.shape
+    if h < 8 or w < 8:
+        raise ValueError(f"images must be at least 8 x 8 pixels, got {h} x {w}")
+    df = np.array(defocus, dtype=np.float64).reshape(-1)
+    if df.size != n:
+        raise ValueError(
+            f"defocus must have one value (nm) per image: got {df.size} values for {n} "
+            f"images (images {imgs.shape}, defocus {np.shape(defocus)})"
+        )
+    if not np.all(np.isfinite(df)):
+        raise ValueError(f"defocus values must be finite (nm), got {df.tolist()}")
+    scale = float(np.max(np.abs(df))) if n else 0.0
+    distinct = np.unique(np.round(df / (1e-6 * scale + 1e-9))).size if n else 0
+    if n < 2 or distinct < 2:
+        raise ValueError(
+            f"AD focal-series reconstruction needs at least two images at distinct "
+            f"defocus values, got {n} image(s) at {df.tolist()} nm; for a single "
+            f"defocused image use a single-image method (method='sitie', or "
+            f"single-image AD)"
+        )
+    bad = ~np.isfinite(imgs)
+    if bad.any():
+        k = sorted(set(np.nonzero(bad)[0].tolist()))
+        raise ValueError(
+            f"images contain {int(bad.sum())} non-finite (NaN/inf) pixels (in images {k}); "
+            f"replace them (e.g. interpolate dead pixels) or crop them away first"
+        )
+    means = imgs.mean(axis=(1, 2))
+    for k in range(n):
+        if not np.any(imgs[k] != 0):
+            raise ValueError(f"image {k} is all zeros; remove it from the series")
+        if means[k] <= 0:
+            raise ValueError(
+                f"image {k} has a non-positive mean intensity ({means[k]:g}); the images "
+                f"must be intensities (counts), not e.g. background-subtracted"
+            )
+    return imgs, df
+
+
+def _check_refine(refine):
+    if refine is None:
+        return ()
+    if isinstance(refine, str):
+        refine = (refine,)
+    out = []
+    for r in refine:
+        if r not in REFINABLE:
+            raise ValueError(f"unknown parameter {r!r} in refine; choose from {REFINABLE}")
+        if r not in out:
+            out.append(r)
+    return tuple(out)
+
+
+# ============================================================================ helpers
+def _estimate_noise(a):
+    """Robust white-noise estimate of an (H, W) array (Immerkaer 1996)."""
+    from scipy import ndimage
+
+    k = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    r = ndimage.convolve(a, k, mode="reflect")[1:-1, 1:-1]
+    return float(np.median(np.abs(r)) / 0.6745 / 6.0)
+
+
+def _diff(f, periodic):
+    """Forward differences ``(gy, gx)``; periodic, or zero on the last row/column."""
+    gy = torch.empty_like(f)
+    gx = torch.empty_like(f)
+    if periodic:
+        gy[1:] = f[1:] - f[:-1]
+        gy[:1] = f[:1] - f[-1:]
+        gx[:, 1:] = f[:, 1:] - f[:, :-1]
+        gx[:, :1] = f[:, :1] - f[:, -1:]
+    else:
+        gy[:-1] = f[1:] - f[:-1]
+        gy[-1:] = 0.0
+        gx[:, :-1] = f[:, 1:] - f[:, :-1]
+        gx[:, -1:] = 0.0
+    return gy, gx
+
+
+def _diff_adjoint(uy, ux, periodic):
+    """Adjoint of :func:`_diff` applied to ``(uy, ux)``."""
+    out = torch.empty_like(uy)
+    if periodic:
+        out[:-1] = uy[:-1] - uy[1:]
+        out[-1:] = uy[-1:] - uy[:1]
+        out[:, :-1] += ux[:, :-1] - ux[:, 1:]
+        out[:, -1:] += ux[:, -1:] - ux[:, :1]
+    else:
+        out.zero_()
+        out[1:] += uy[:-1]
+        out[:-1] -= uy[:-1]
+        out[:, 1:] += ux[:, :-1]
+        out[:, :-1] -= ux[:, :-1]
+    return out
+
+
+class _TV(torch.autograd.Function):
+    """Smoothed isotropic (joint) total variation with an analytic gradient.
+
+    ``sum sqrt(|D f|^2 + kappa^2 |D g|^2 + eps^2) - eps``; ``g`` may be None.
+    """
+
+    @staticmethod
+    def forward(ctx, f, g, eps, kappa, periodic):
+        gy, gx = _diff(f, periodic)
+        s = gy * gy
+        s.addcmul_(gx, gx).add_(eps * eps)
+        if g is not None:
+            hy, hx = _diff(g, periodic)
+            s.addcmul_(hy, hy, value=kappa * kappa).addcmul_(hx, hx, value=kappa * kappa)
+        s.sqrt_()
+        value = (s.sum() - eps * s.numel()).reshape(())
+        inv = s.reciprocal_()
+        gy.mul_(inv)
+        gx.mul_(inv)
+        if g is not None:
+            hy.mul_(inv).mul_(kappa * kappa)
+            hx.mul_(inv).mul_(kappa * kappa)
+            ctx.save_for_backward(gy, gx, hy, hx)
+        else:
+            ctx.save_for_backward(gy, gx)
+        ctx.periodic = periodic
+        ctx.has_g = g is not None
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        gf = _diff_adjoint(saved[0], saved[1], ctx.periodic).mul_(grad)
+        gg = None
+        if ctx.has_g and ctx.needs_input_grad[1]:
+            gg = _diff_adjoint(saved[2], saved[3], ctx.periodic).mul_(grad)
+        return gf, gg, None, None, None
+
+
+def _tv(f, eps, periodic, g=None, kappa=0.0):
+    """Smoothed isotropic total variation of ``f`` (joint with ``g``), summed."""
+    return _TV.apply(f, g, float(eps), float(kappa), bool(periodic))
+
+
+@contextlib.contextmanager
+def _deterministic(seed, device):
+    """Seeded torch RNG and, on CUDA, deterministic algorithms; global state restored.
+
+    The CPU kernels used here are deterministic for a given number of threads
+    (and switching the flag on imports torch's compiler stack, ~2 s), so the
+    flag is only set on CUDA.
+    """
+    cuda = device.type == "cuda"
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    devices = [device] if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        if cuda:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+class _GaussianData(torch.autograd.Function):
+    """Gaussian amplitude misfit of mean-normalised images, fused (value and gradient).
+
+    ``sum_n w_n sum_x (sqrt(s_n I_n / <I_n> + e) - d_n)^2`` with ``w`` (N, 1, 1)
+    already divided by ``2 M``.
+    """
+
+    @staticmethod
+    def forward(ctx, img, scale, data, w, eps):
+        p = img[0].numel()
+        m = img.mean(dim=(1, 2), keepdim=True)
+        f = 1.0 / m if scale is None else scale.reshape(-1, 1, 1) / m
+        norm = img * f
+        a = torch.add(norm, eps).sqrt_()
+        r = a - data
+        value = (w * (r * r).sum(dim=(1, 2), keepdim=True)).sum()
+        g = r.mul_(w).div_(a)  # dL/dnorm = w r / a
+        ctx.save_for_backward(g, norm, m, f, scale)
+        ctx.p = p
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        g, norm, m, f, scale = ctx.saved_tensors
+        sgn = (g * norm).sum(dim=(1, 2), keepdim=True)  # sum dL/dnorm * norm
+        gi = g * f
+        gi.sub_(sgn / (m * ctx.p))
+        gi.mul_(grad)
+        gs = None
+        if scale is not None and ctx.needs_input_grad[1]:
+            gs = (sgn.reshape(-1) / scale) * grad
+        return gi, gs, None, None, None
+
+
+class _PoissonData(torch.autograd.Function):
+    """Poisson NLL of mean-normalised images, fused: ``sum (lam - k ln lam) / M``.
+
+    ``lam = dose_n s_n I_n / <I_n>``; ``dose`` (N, 1, 1).
+    """
+
+    @staticmethod
+    def forward(ctx, img, scale, counts, dose, inv_m):
+        p = img[0].numel()
+        m = img.mean(dim=(1, 2), keepdim=True)
+        f = 1.0 / m if scale is None else scale.reshape(-1, 1, 1) / m
+        norm = img * f
+        lam = norm * dose
+        lam.add_(1e-12)
+        value = (lam.sum() - (counts * torch.log(lam)).sum()) * inv_m
+        # dL/dnorm = dose (1 - k / lam) / M
+        g = torch.div(counts, lam).neg_().add_(1.0).mul_(dose * inv_m)
+        ctx.save_for_backward(g, norm, m, f, scale)
+        ctx.p = p
+        return value
+
+    backward = _GaussianData.backward
+
+
+class _Stop(Exception):
+    """Internal: the loss is not finite at the starting point."""
+
+
+# ============================================================================ problem
+class _Problem:
+    """The objective of one stage on a flat vector of whitened variables.
+
+    ``start`` holds the physical starting values (the zero of the whitened
+    variables): ``phase`` (tensor), ``amplitude`` (tensor or None), ``defocus``
+    (N,), ``shifts`` (N, 2), ``theta_c`` (mrad), ``astig`` (``A cos 2a``,
+    ``A sin 2a``, nm), ``scale`` (N,).
+    """
+
+    def __init__(self, *, data, weights, likelihood, dose, model, start, refine, beta, eps,
+                 kappa, periodic, ref_index, device, dtype):
+        self.model = model
+        self.device, self.dtype = device, dtype
+        self.likelihood = likelihood
+        self.n, self.h, self.w = data.shape
+        self.m = float(data.numel())
+        self.data = data  # Gaussian: measured amplitudes; Poisson: counts
+        self.wt = weights.reshape(-1, 1, 1)  # Gaussian: 1 / sigma^2
+        self.sqrt_wt = torch.sqrt(self.wt)
+        self.wt_half = self.wt / (2.0 * float(data.numel()))
+        self.dose = None if dose is None else dose.reshape(-1, 1, 1)
+        if likelihood == "poisson":
+            k = data
+            klogk = torch.where(k > 0, k * torch.log(torch.clamp(k, min=1e-30)),
+                                torch.zeros_like(k))
+            self.poisson_const = float((k - klogk).sum()) / self.m
+        self.refine = tuple(refine)
+        self.beta, self.eps, self.kappa = float(beta), float(eps), float(kappa)
+        self.periodic = periodic
+        self.ref_index = ref_index
+        t = dict(dtype=dtype, device=device)
+        self.phase0 = start["phase"]
+        amp = start["amplitude"]
+        if "amplitude" in self.refine and amp is None:
+            amp = torch.ones((self.h, self.w), **t)
+        self.amp0 = amp
+        self.logamp0 = (torch.log(torch.clamp(amp, min=1e-6))
+                        if "amplitude" in self.refine else None)
+        self.df0 = torch.as_tensor(np.asarray(start["defocus"], dtype=float), **t)
+        sh = start.get("shifts")
+        if sh is None and "shifts" in self.refine:
+            sh = np.zeros((self.n, 2))
+        self.shifts0 = (None if sh is None or (not np.any(sh) and "shifts" not in self.refine)
+                        else torch.as_tensor(np.asarray(sh, dtype=float), **t))
+        self.theta0 = float(start["theta_c"])
+        ac = np.asarray(start["astig"], dtype=float)
+        if "astigmatism" in self.refine and not np.any(ac):
+            ac = np.array([1e-3, 0.0])  # away from the singular point A = 0
+        self.ac0 = torch.as_tensor(ac, **t)
+        self.astig_fixed = None
+        if "astigmatism" not in self.refine and np.any(ac):
+            self.astig_fixed = (float(np.hypot(ac[0], ac[1])),
+                                float(0.5 * math.atan2(ac[1], ac[0])))
+        self.scale0 = torch.as_tensor(np.asarray(start["scale"], dtype=float), **t)
+        self.scale_fixed = bool(np.any(np.asarray(start["scale"]) != 1.0))
+        # layout of the flat vector
+        n, h, w = self.n, self.h, self.w
+        sizes = [("phase", h * w)]
+        for name, size in (("amplitude", h * w), ("defocus", n), ("shifts", 2 * n),
+                           ("theta_c", 1), ("astigmatism", 2), ("scale", n)):
+            if name in self.refine:
+                sizes.append((name, size))
+        self.slices = {}
+        o = 0
+        for name, size in sizes:
+            self.slices[name] = slice(o, o + size)
+            o += size
+        self.size = o
+        self.inv_sqrt_h = {name: torch.ones(sl.stop - sl.start, **t)
+                           for name, sl in self.slices.items()
+                           if name not in ("phase", "amplitude")}
+        self.shift_mask = None
+        if "shifts" in self.refine:
+            mask = torch.ones(n, 2, **t)
+            mask[ref_index] = 0.0
+            self.shift_mask = mask.reshape(-1)
+        self.precond = None
+        self.precond_amp = None
+
+    # ------------------------------------------------------------ parameters
+    def _field(self, x, name, p):
+        v = x[self.slices[name]].reshape(self.h, self.w)
+        return torch.fft.irfft2(torch.fft.rfft2(v) * p, s=(self.h, self.w))
+
+    def physical(self, x):
+        """Physical parameters (tensors) from the flat vector ``x``."""
+        out = {"phase": self.phase0 + self._field(x, "phase", self.precond)}
+        if "amplitude" in self.slices:
+            out["amplitude"] = torch.exp(self.logamp0 + self._field(x, "amplitude",
+                                                                    self.precond_amp))
+        else:
+            out["amplitude"] = self.amp0
+        if "defocus" in self.slices:
+            out["defocus"] = self.df0 + x[self.slices["defocus"]] * self.inv_sqrt_h["defocus"]
+        else:
+            out["defocus"] = self.df0
+        if "shifts" in self.slices:
+            z = x[self.slices["shifts"]] * self.inv_sqrt_h["shifts"] * self.shift_mask
+            out["shifts"] = self.shifts0 + z.reshape(self.n, 2)
+        else:
+            out["shifts"] = self.shifts0
+        if "theta_c" in self.slices:
+            z = x[self.slices["theta_c"]] * self.inv_sqrt_h["theta_c"]
+            out["theta_c"] = self.theta0 * torch.exp(z[0])
+        else:
+            out["theta_c"] = None
+        if "astigmatism" in self.slices:
+            out["astig"] = self.ac0 + x[self.slices["astigmatism"]] * self.inv_sqrt_h[
+                "astigmatism"]
+        else:
+            out["astig"] = None
+        if "scale" in self.slices:
+            out["scale"] = self.scale0 * torch.exp(x[self.slices["scale"]]
+                                                   * self.inv_sqrt_h["scale"])
+        else:
+            out["scale"] = self.scale0 if self.scale_fixed else None
+        return out
+
+    def raw_images(self, phys, model=None):
+        """Model images (N, H, W) before the mean normalisation."""
+        model = self.model if model is None else model
+        kw = {}
+        if phys["theta_c"] is not None:
+            kw["theta_c"] = phys["theta_c"]
+        if phys["astig"] is not None:
+            ac = phys["astig"]
+            kw["astigmatism"] = torch.sqrt(ac[0] * ac[0] + ac[1] * ac[1] + 1e-30)
+            kw["astigmatism_angle"] = 0.5 * torch.atan2(ac[1], ac[0])
+        elif self.astig_fixed is not None:
+            kw["astigmatism"], kw["astigmatism_angle"] = self.astig_fixed
+        if phys["shifts"] is not None:
+            kw["shifts"] = phys["shifts"]
+        return model(phys["phase"], phys["amplitude"], phys["defocus"], **kw)
+
+    def images(self, phys, model=None):
+        """Mean-normalised model images (N, H, W), times the scales."""
+        img = self.raw_images(phys, model)
+        img = img / img.mean(dim=(1, 2), keepdim=True)
+        if phys["scale"] is not None:
+            img = img * phys["scale"].reshape(-1, 1, 1)
+        return img
+
+    def white_amplitudes(self, img):
+        """Model amplitudes whose squared differences are chi^2 (whitened)."""
+        if self.likelihood == "gaussian":
+            return torch.sqrt(img + _SQRT_EPS) * self.sqrt_wt
+        return 2.0 * torch.sqrt(img * self.dose + 1e-12)
+
+    # ------------------------------------------------------------ objective
+    def data_term(self, img, scale=None):
+        """Negative log-likelihood / M of raw model images (normalised here)."""
+        if self.likelihood == "gaussian":
+            return _GaussianData.apply(img, scale, self.data, self.wt_half, _SQRT_EPS)
+        return _PoissonData.apply(img, scale, self.data, self.dose, 1.0 / self.m) \
+            - self.poisson_const
+
+    def prior(self, phys):
+        if self.beta <= 0:
+            return 0.0
+        if "amplitude" in self.slices and self.kappa > 0:
+            tv = _tv(phys["phase"], self.eps, self.periodic, torch.log(phys["amplitude"]),
+                     self.kappa)
+        else:
+            tv = _tv(phys["phase"], self.eps, self.periodic)
+        return (self.beta / self.m) * tv
+
+    def loss(self, x):
+        phys = self.physical(x)
+        return self.data_term(self.raw_images(phys), phys["scale"]) + self.prior(phys)
+
+    # ------------------------------------------------------------ set-up
+    def build_preconditioners(self, wl, cs, spread, pixel_size):
+        """Diagonal Gauss-Newton Fourier preconditioners of phase and log-amplitude."""
+        h, w = self.h, self.w
+        dev = self.device
+        fy = torch.fft.fftfreq(h, d=pixel_size[0], dtype=torch.float64, device=dev)
+        fx = torch.fft.rfftfreq(w, d=pixel_size[1], dtype=torch.float64, device=dev)
+        qy, qx = torch.meshgrid(fy, fx, indexing="ij")
+        ac = self.ac0.to(torch.float64).cpu().numpy()
+        T = optics.transfer_function(
+            qy, qx, wl, self.df0.to(torch.float64), cs=cs, theta_c=self.theta0,
+            defocus_spread=spread, astigmatism=float(np.hypot(ac[0], ac[1])),
+            astigmatism_angle=float(0.5 * math.atan2(ac[1], ac[0])))
+        if self.likelihood == "gaussian":
+            wn = self.wt.reshape(-1).to(torch.float64)
+        else:
+            wn = 4.0 * self.dose.reshape(-1).to(torch.float64)
+        wn = wn.reshape(-1, 1, 1)
+        hp = (wn * T.imag**2).sum(0) / self.m
+        ha = (wn * T.real**2).sum(0) / self.m
+        # TV curvature in flat regions: beta |D(q)|^2 / eps
+        cy = torch.fft.fftfreq(h, dtype=torch.float64, device=dev)[:, None]
+        cx = torch.fft.rfftfreq(w, dtype=torch.float64, device=dev)[None, :]
+        d2 = 4.0 * torch.sin(math.pi * cy) ** 2 + 4.0 * torch.sin(math.pi * cx) ** 2
+        tv = PRECONDITIONER_TV * self.beta / self.eps * d2 / self.m
+        hp = hp + tv
+        ha = ha + tv * self.kappa**2
+
+        def prec(hq):
+            p = 1.0 / torch.sqrt(hq + PRECONDITIONER_FLOOR * float(hq.max()))
+            p[0, 0] = 0.0  # the mean phase (log-amplitude) is not measured
+            cdt = torch.complex64 if self.dtype == torch.float32 else torch.complex128
+            return p.to(cdt)
+
+        self.precond = prec(hp)
+        self.precond_amp = prec(ha)
+
+    @torch.no_grad()
+    def calibrate(self, x0):
+        """Whiten the scalar blocks with finite-difference Gauss-Newton curvatures."""
+        base = self.white_amplitudes(self.images(self.physical(x0)))
+        dfmax = float(self.df0.abs().max())
+        for name in self.inv_sqrt_h:
+            sl = self.slices[name]
+            k = sl.stop - sl.start
+            curv = torch.zeros(k, dtype=torch.float64, device=self.device)
+            if name == "defocus":
+                step, groups = 1e-3 * dfmax + 1.0, [list(range(k))]
+            elif name == "shifts":
+                step, groups = 0.05, [list(range(0, k, 2)), list(range(1, k, 2))]
+            elif name == "scale":
+                step, groups = 1e-3, [list(range(k))]
+            elif name == "theta_c":
+                step, groups = 0.05, [[0]]
+            else:  # astigmatism vector, nm
+                step, groups = 1e-3 * dfmax + 1.0, [[0], [1]]
+            for g in groups:
+                x = x0.clone()
+                idx = torch.tensor(g, device=self.device)
+                x[sl.start + idx] += step
+                d = self.white_amplitudes(self.images(self.physical(x))) - base
+                d2 = (d.to(torch.float64) ** 2).sum(dim=(1, 2)) / self.m / step**2
+                if name in ("defocus", "scale"):
+                    curv[:] = d2  # image i depends on parameter i only
+                elif name == "shifts":
+                    curv[idx] = d2
+                else:
+                    curv[g[0]] = d2.sum()
+            if name == "shifts":
+                curv = curv.reshape(-1, 2)
+                curv[self.ref_index] = 1.0
+                curv = curv.reshape(-1)
+            floor = 1e-12 * max(float(curv.max()), 1e-30)
+            self.inv_sqrt_h[name] = (1.0 / torch.sqrt(torch.clamp(curv, min=floor))).to(
+                self.dtype)
+
+    @torch.no_grad()
+    def chi2_change(self, x, model):
+        """chi^2 between the images of the stage's model and of ``model`` at ``x``."""
+        phys = self.physical(x)
+        a = self.white_amplitudes(self.images(phys))
+        b = self.white_amplitudes(self.images(phys, model=model))
+        return float(((a - b).to(torch.float64) ** 2).sum())
+
+    @torch.no_grad()
+    def state(self, x):
+        """Physical parameters at ``x`` as a ``start`` dict (detached)."""
+        phys = self.physical(x)
+        ac = self.ac0 if phys["astig"] is None else phys["astig"]
+        return {
+            "phase": phys["phase"].detach().clone(),
+            "amplitude": None if phys["amplitude"] is None else phys["amplitude"].detach().clone(),
+            "defocus": phys["defocus"].detach().to(torch.float64).cpu().numpy().copy(),
+            "shifts": (None if phys["shifts"] is None
+                       else phys["shifts"].detach().to(torch.float64).cpu().numpy().copy()),
+            "theta_c": (self.theta0 if phys["theta_c"] is None else float(phys["theta_c"])),
+            "astig": ac.detach().to(torch.float64).cpu().numpy().copy(),
+            "scale": (self.scale0 if phys["scale"] is None
+                      else phys["scale"]).detach().to(torch.float64).cpu().numpy().copy(),
+        }
+
+
+# ============================================================================ optimiser
+class _Optimiser:
+    """L-BFGS (Armijo backtracking) or Adam on a flat vector, keeping the best iterate."""
+
+    def __init__(self, fun, x0, *, method, learning_rate, history, max_iterations, tolerance,
+                 window, progress, offset=0):
+        self.fun = fun
+        self.x = x0.detach().clone()
+        self.method = method
+        self.lr = learning_rate
+        self.history = history
+        self.max_iterations = int(max_iterations)
+        self.tolerance = float(tolerance)
+        self.window = int(window)
+        self.progress = progress
+        self.offset = offset
+        self.best_x = self.x.clone()
+        self.best_loss = math.inf
+        self.losses = []
+        self.iterations = 0
+        self.converged = False
+        self.nonfinite = False
+        self.evaluations = 0
+
+    def _eval(self, x):
+        x = x.detach().requires_grad_(True)
+        try:
+            loss = self.fun(x)
+        except ValueError:
+            # the forward model rejects a non-finite phase (a diverged step)
+            if bool(torch.isfinite(x).all()):
+                raise
+            return torch.tensor(math.nan), None
+        self.evaluations += 1
+        if not bool(torch.isfinite(loss)):
+            return loss.detach(), None
+        (g,) = torch.autograd.grad(loss, x)
+        return loss.detach(), g
+
+    def _record(self, x, lv):
+        self.losses.append(lv)
+        if lv < self.best_loss:
+            self.best_loss = lv
+            self.best_x = x.detach().clone()
+
+    def _check_converged(self):
+        w = self.window
+        if len(self.losses) > w:
+            old, new = self.losses[-1 - w], self.losses[-1]
+            if old - new <= self.tolerance * max(abs(new), 1e-30):
+                return True
+        return False
+
+    def _report(self, lv):
+        self.iterations += 1
+        if self.progress is not None:
+            self.progress(self.offset + self.iterations, lv)
+
+    def run(self):
+        if self.method == "adam":
+            return self._run_adam()
+        return self._run_lbfgs()
+
+    def _run_lbfgs(self):
+        x = self.x
+        loss, g = self._eval(x)
+        lv = float(loss)
+        if not math.isfinite(lv) or g is None or not bool(torch.isfinite(g).all()):
+            raise _Stop("the loss or its gradient is not finite at the starting point")
+        self._record(x, lv)
+        S, Y, R = [], [], []
+        while self.iterations < self.max_iterations:
+            # two-loop recursion
+            q = g.clone()
+            alphas = []
+            for s, y, rho in zip(reversed(S), reversed(Y), reversed(R)):
+                a = rho * torch.dot(s, q)
+                alphas.append(a)
+                q.sub_(y * a)
+            if S:
+                q.mul_(torch.dot(S[-1], Y[-1]) / torch.dot(Y[-1], Y[-1]))
+            for (s, y, rho), a in zip(zip(S, Y, R), reversed(alphas)):
+                q.add_(s * (a - rho * torch.dot(y, q)))
+            d = q.neg_()
+            gd = float(torch.dot(g, d))
+            if not (gd < 0 and math.isfinite(gd)):
+                d, gd = -g, -float(torch.dot(g, g))
+                S.clear(), Y.clear(), R.clear()
+            if not S:
+                # no curvature information yet: a cautious first step
+                step = self.lr * FIRST_STEP / max(float(d.abs().max()), 1e-30)
+            else:
+                step = 1.0
+            accepted = False
+            n_nonfinite = 0
+            for _ in range(30):
+                xn = x + step * d
+                ln, gn = self._eval(xn)
+                lnv = float(ln)
+                if math.isfinite(lnv) and gn is not None:
+                    if lnv <= lv + 1e-4 * step * gd:
+                        accepted = True
+                        break
+                    step *= 0.5
+                else:
+                    n_nonfinite += 1
+                    if n_nonfinite > 3:
+                        break
+                    step *= 0.1
+            if not accepted:
+                if n_nonfinite > 3:
+                    self.nonfinite = True
+                    break
+                if S:  # retry along the gradient
+                    S.clear(), Y.clear(), R.clear()
+                    continue
+                self.converged = True  # no decrease possible at this precision
+                break
+            s = xn - x
+            y = gn - g
+            sy = float(torch.dot(s, y))
+            if sy > 1e-10 * float(torch.dot(y, y)):
+                S.append(s), Y.append(y), R.append(1.0 / sy)
+                if len(S) > self.history:
+                    S.pop(0), Y.pop(0), R.pop(0)
+            x, g, lv = xn, gn, lnv
+            self.x = x
+            self._record(x, lv)
+            self._report(lv)
+            if self._check_converged():
+                self.converged = True
+                break
+        return self
+
+    def _run_adam(self):
+        x = self.x.clone().requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.lr)
+        while True:
+            opt.zero_grad(set_to_none=True)
+            try:
+                loss = self.fun(x)
+                lv = float(loss.detach())
+            except ValueError:
+                if bool(torch.isfinite(x).all()):
+                    raise
+                lv = math.nan
+            if not math.isfinite(lv):
+                if not self.losses:
+                    raise _Stop("the loss is not finite at the starting point")
+                self.nonfinite = True
+                break
+            self._record(x, lv)
+            if self.losses and len(self.losses) > 1:
+                self._report(lv)
+                if self._check_converged():
+                    self.converged = True
+                    break
+            if self.iterations >= self.max_iterations:
+                break
+            loss.backward()
+            opt.step()
+            self.evaluations += 1
+        self.x = x.detach()
+        return self
+
+
+# ============================================================================ main
+def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=0.01,
+                   defocus_spread=500.0, astigmatism=0.0, astigmatism_angle=0.0,
+                   refine=DEFAULT_REFINE, likelihood="gaussian", dose=None,
+                   regularization="auto", max_iterations=300, tolerance=1e-4,
+                   learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
+                   padding=None, device="auto", dtype="float32", seed=None, progress=None,
+                   optimizer="lbfgs"):
+    """Retrieve the exit-wave phase of a focal series by automatic differentiation.
+
+    Parameters
+    ----------
+    images : array_like, shape (N, H, W)
+        Focal-series intensities (any unit; counts for ``likelihood="poisson"``
+        without ``dose``), N >= 2 at >= 2 distinct defocus values.
+    defocus : array_like, shape (N,)
+        Defocus of each image, nm, positive for overfocus (nominal values when
+        ``"defocus"`` is refined).
+    pixel_size : float or (float, float)
+        Pixel size, nm.
+    beam_energy : float
+        Accelerating voltage, keV.
+    cs : float
+        Spherical aberration, mm.
+    theta_c : float
+        Beam divergence (illumination semi-angle), mrad; the start if refined.
+    defocus_spread : float
+        Focal spread, nm (1/e half-width); the start if refined.
+    astigmatism : float
+        Two-fold astigmatism magnitude, nm (start value if refined).
+    astigmatism_angle : float
+        Astigmatism direction, **degrees** from ``+x`` toward ``+y``.
+    refine : sequence of str
+        Parameters fitted besides the phase, a subset of :data:`REFINABLE`
+        (default :data:`DEFAULT_REFINE`, the amplitude): ``"amplitude"``
+        (pixel-wise, joint-TV regularised), ``"defocus"`` (per image),
+        ``"shifts"`` (per-image drift, sub-pixel; the image nearest focus is
+        the reference, first on ties), ``"theta_c"``, ``"astigmatism"``
+        (magnitude and angle, shared), ``"scale"`` (per-image intensity),
+        ``"defocus_spread"`` (only when the data constrain it). Parameters the
+        data do not constrain are reported in ``not_identifiable``. ``()``
+        fits the phase alone.
+    likelihood : {"gaussian", "poisson"}
+        Noise model; see the module docstring.
+    dose : float or array_like of shape (N,), optional
+        Poisson only: electrons per pixel of each image; the images are rescaled
+        to counts with this mean. ``None``: the images already are counts.
+    regularization : "auto", float or None
+        Total-variation weight ``beta`` (1/rad, MAP rate in units of the negative
+        log-likelihood, independent of noise level and image size); ``"auto"``:
+        :data:`DEFAULT_TV_WEIGHT`; ``0`` or ``None``: none.
+    max_iterations : int
+        Maximum optimiser iterations (all stages).
+    tolerance : float
+        Stop when the loss decreased by less than this fraction over
+        :data:`CONVERGENCE_WINDOW` iterations.
+    learning_rate : float, optional
+        L-BFGS: scales the first step (default 1; the later steps come from the
+        curvature); Adam: the learning rate in whitened units (default 0.05).
+    initial_phase : array_like (H, W), optional
+        Starting phase, rad (overrides ``init``).
+    initial_amplitude : array_like (H, W), optional
+        Amplitude (held, or the start when ``"amplitude"`` is refined). Default:
+        ``sqrt(I0 / <I0>)`` of the in-focus image(s) if the series has one
+        (``|df| <= 1e-3 max|df|``), else uniform.
+    init : {"auto", "tie", "flat", "random"}
+        Starting phase: ``"auto"`` is the TIE solution when there are images on
+        both sides of focus, else flat; ``"random"``: small random phase (``seed``).
+    padding : None, "reflect" or "edge"
+        Padding of the forward model against FFT wrap-around (a quarter of the
+        image on each side). ``None`` (default): periodic boundaries.
+    device : "auto", "cpu", "cuda", ...
+        ``"auto"`` picks CUDA when torch sees a GPU.
+    dtype : {"float32", "float64"}
+        Working precision.
+    seed : int, optional
+        Seed of the random start (``init="random"``); the fit itself is
+        deterministic (deterministic algorithms are switched on during the fit).
+    progress : callable, optional
+        ``progress(iteration, loss)`` after every iteration. A
+        ``KeyboardInterrupt`` (also one raised by it) ends the fit with the best
+        iterate so far, ``interrupted=True`` and a warning.
+    optimizer : {"lbfgs", "adam"}
+        Optimiser (default L-BFGS).
+
+    Returns
+    -------
+    ADResult
+
+    Raises
+    ------
+    ValueError
+        Bad input (shape mismatch, fewer than two distinct defocus values,
+        non-finite or all-zero images, unknown options), or a problem that does
+        not fit in memory (crop, bin, or move to a GPU).
+    FloatingPointError
+        If the loss is not finite even at the starting point.
+    """
+    t_start = time.perf_counter()
+    imgs, df = _check_images(images, defocus)
+    n, h, w = imgs.shape
+    pixel = optics._check_pixel_size(pixel_size)
+    energy = _as_float(beam_energy, "beam_energy", "keV", positive=True)
+    wl = optics.wavelength(energy)
+    cs = _as_float(cs, "cs", "mm")
+    theta_c = _as_float(theta_c, "theta_c", "mrad", nonneg=True)
+    defocus_spread = _as_float(defocus_spread, "defocus_spread", "nm", nonneg=True)
+    astig = _as_float(astigmatism, "astigmatism", "nm")
+    astig_angle = math.radians(_as_float(astigmatism_angle, "astigmatism_angle", "degrees"))
+    refine = _check_refine(refine)
+    if likelihood not in ("gaussian", "poisson"):
+        raise ValueError(f"likelihood must be 'gaussian' or 'poisson', got {likelihood!r}")
+    if optimizer not in ("lbfgs", "adam"):
+        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    if init not in ("auto", "tie", "flat", "random"):
+        raise ValueError(f"init must be 'auto', 'tie', 'flat' or 'random', got {init!r}")
+    if padding not in (None, "reflect", "edge"):
+        raise ValueError(f"padding must be None, 'reflect' or 'edge', got {padding!r}")
+    try:
+        max_iterations = int(max_iterations)
+    except (TypeError, ValueError):
+        raise ValueError(f"max_iterations must be an integer, got {max_iterations!r}") from None
+    if max_iterations < 0:
+        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    tolerance = _as_float(tolerance, "tolerance", "relative", nonneg=True)
+    if regularization is None:
+        beta = 0.0
+    elif isinstance(regularization, str):
+        if regularization != "auto":
+            raise ValueError(f"regularization must be 'auto', a number >= 0 or None, got "
+                             f"{regularization!r}")
+        beta = DEFAULT_TV_WEIGHT
+    else:
+        beta = _as_float(regularization, "regularization", "1/rad", nonneg=True)
+    if learning_rate is None:
+        lr = 1.0 if optimizer == "lbfgs" else 0.05
+    else:
+        lr = _as_float(learning_rate, "learning_rate", "whitened units", positive=True)
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a callable(iteration, loss), got {progress!r}")
+    tdt = _torch_dtype(dtype)
+    dev = _resolve_device(device)
+    if "theta_c" in refine and theta_c <= 0:
+        raise ValueError("theta_c must be > 0 to refine it (a start value, e.g. 0.01 mrad)")
+    if "defocus_spread" in refine and defocus_spread <= 0:
+        raise ValueError("defocus_spread must be > 0 to refine it (a start value, e.g. 500 nm)")
+
+    # ---------------------------------------------------------------- data
+    if likelihood == "poisson":
+        if np.min(imgs) < 0:
+            raise ValueError("the Poisson likelihood needs non-negative counts; the images "
+                             "have negative pixels (use likelihood='gaussian')")
+        means = imgs.mean(axis=(1, 2))
+        if dose is None:
+            counts, dose_n = imgs, means
+        else:
+            try:
+                d = np.broadcast_to(np.asarray(dose, dtype=float), (n,)).copy()
+            except ValueError:
+                raise ValueError(f"dose must be a number or one per image ({n}), got "
+                                 f"{dose!r}") from None
+            if not np.all(np.isfinite(d)) or np.any(d <= 0):
+                raise ValueError(f"dose must be positive (electrons per pixel), got {dose!r}")
+            counts = imgs / means[:, None, None] * d[:, None, None]
+            dose_n = d
+    elif dose is not None:
+        raise ValueError("dose is only used with likelihood='poisson'")
+
+    norm = imgs / imgs.mean(axis=(1, 2), keepdims=True)
+    if initial_phase is not None:
+        initial_phase = np.asarray(initial_phase, dtype=float)
+        if initial_phase.shape != (h, w) or not np.all(np.isfinite(initial_phase)):
+            raise ValueError(f"initial_phase must be a finite ({h}, {w}) array (rad)")
+    if initial_amplitude is not None:
+        initial_amplitude = np.asarray(initial_amplitude, dtype=float)
+        if (initial_amplitude.shape != (h, w) or not np.all(np.isfinite(initial_amplitude))
+                or np.any(initial_amplitude < 0) or not np.any(initial_amplitude > 0)):
+            raise ValueError(f"initial_amplitude must be a finite, non-negative ({h}, {w}) "
+                             f"array, not all zero")
+
+    _check_memory((h, w), n, refine, tdt, padding, dev)
+
+    ref_index = int(np.argmin(np.abs(df)))  # shift gauge: nearest focus, first on ties
+    infocus = np.flatnonzero(np.abs(df) <= INFOCUS_FRACTION * np.max(np.abs(df)))
+    amps = np.sqrt(np.clip(norm, 0.0, None))
+    sigma = np.array([max(_estimate_noise(a), NOISE_FLOOR) for a in amps])
+
+    # ---------------------------------------------------------------- start point
+    init_used, tie_info = ("flat" if init == "auto" else init), None
+    if initial_phase is not None:
+        phase0 = initial_phase - initial_phase.mean()
+        init_used = "given"
+    else:
+        both = bool(np.any(df < 0) and np.any(df > 0))
+        if init_used == "tie":
+            if not both:
+                raise ValueError("init='tie' needs images on both sides of focus (defocus < 0 "
+                                 "and > 0); use init='flat'")
+            from hyperspy_lorentz.reconstruction.tie import tie_phase
+
+            phase0, tie_info = tie_phase(imgs, df, pixel, wl)
+            phase0 = phase0 - phase0.mean()
+        elif init_used == "random":
+            phase0 = 0.01 * np.random.default_rng(seed).standard_normal((h, w))
+        else:
+            phase0 = np.zeros((h, w))
+    if initial_amplitude is not None:
+        amp0, amp_source = initial_amplitude, "given"
+    elif infocus.size:
+        amp0 = np.sqrt(np.clip(norm[infocus].mean(axis=0), 0.0, None))
+        amp_source = f"in-focus image(s) {infocus.tolist()}"
+    else:
+        amp0, amp_source = None, "uniform"
+    if amp0 is not None:
+        amp0 = amp0 / math.sqrt(float(np.mean(amp0**2)))
+        if "amplitude" in refine:
+            amp0 = np.maximum(amp0, 1e-3)
+
+    settings = dict(
+        pixel_size=list(pixel), beam_energy=energy, wavelength=wl, cs=cs, theta_c=theta_c,
+        defocus_spread=defocus_spread, astigmatism=astig,
+        astigmatism_angle=math.degrees(astig_angle), defocus=df.tolist(),
+        refine=list(refine), likelihood=likelihood,
+        dose=None if dose is None else np.broadcast_to(np.asarray(dose, float), (n,)).tolist(),
+        regularization=beta,
+        regularization_input=(regularization if isinstance(regularization, (str, type(None)))
+                              else float(regularization)),
+        tv_epsilon=TV_EPSILON, joint_tv_coupling=JOINT_TV_COUPLING,
+        max_iterations=max_iterations, tolerance=tolerance,
+        convergence_window=CONVERGENCE_WINDOW, learning_rate=lr, optimizer=optimizer,
+        lbfgs_history=LBFGS_HISTORY, preconditioner_floor=PRECONDITIONER_FLOOR,
+        preconditioner_tv=PRECONDITIONER_TV, init=init_used, initial_amplitude=amp_source,
+        padding=padding, device=str(dev), dtype=str(tdt).replace("torch.", ""), seed=seed,
+        reference_image=ref_index,
+        noise_sigma=sigma.tolist() if likelihood == "gaussian" else None,
+        tie_qc=None if tie_info is None else tie_info.get("qc"),
+    )
+
+    with _deterministic(seed, dev):
+        tens = dict(dtype=tdt, device=dev)
+        if likelihood == "gaussian":
+            data_t = torch.as_tensor(amps, **tens)
+            weights = torch.as_tensor(1.0 / sigma**2, **tens)
+            dose_t = None
+        else:
+            data_t = torch.as_tensor(counts, **tens)
+            weights = torch.ones(n, **tens)
+            dose_t = torch.as_tensor(dose_n, **tens)
+
+        def make_model(spread=defocus_spread, theta=theta_c):
+            return ForwardModel((h, w), pixel, energy, cs=cs, theta_c=theta,
+                                defocus_spread=spread, padding=padding, device=dev, dtype=tdt)
+
+        model = make_model()
+        start = {
+            "phase": torch.as_tensor(phase0, **tens),
+            "amplitude": None if amp0 is None else torch.as_tensor(amp0, **tens),
+            "defocus": df.copy(), "shifts": None, "theta_c": theta_c,
+            "astig": np.array([astig * math.cos(2 * astig_angle),
+                               astig * math.sin(2 * astig_angle)]),
+            "scale": np.ones(n),
+        }
+
+        def make_problem(st, ref, mdl):
+            pr = _Problem(data=data_t, weights=weights, likelihood=likelihood, dose=dose_t,
+                          model=mdl, start=st, refine=ref, beta=beta, eps=TV_EPSILON,
+                          kappa=JOINT_TV_COUPLING, periodic=padding is None,
+                          ref_index=ref_index, device=dev, dtype=tdt)
+            pr.build_preconditioners(wl, cs, mdl.defocus_spread, pixel)
+            return pr
+
+        fitted = refine
+        gradient_refine = tuple(r for r in refine if r != "defocus_spread")
+        # stage 1 (warm start): the phase alone; stage 2: everything refined
+        stages = []
+        if gradient_refine or "defocus_spread" in refine:
+            stages.append(((), STAGE1_TOLERANCE_FACTOR * tolerance, max_iterations // 2))
+        stages.append((gradient_refine, tolerance, None))
+        not_ident = []
+
+        interrupted = False
+        losses, total_it, evaluations = [], 0, 0
+        stage_info = []
+        cur_problem, cur_opt = None, None
+        spread = defocus_spread
+        converged = False
+        nonfinite = False
+        try:
+            for k, (ref, tol, cap) in enumerate(stages):
+                if k == len(stages) - 1 and any(r in refine for r in
+                                                ("defocus_spread", "theta_c")):
+                    # scalars the data may not constrain: chi^2 change on doubling them
+                    probe = make_problem(start, (), model)
+                    xp = torch.zeros(probe.size, **tens)
+                    for name, kw in (("defocus_spread", {"spread": 2.0 * defocus_spread}),
+                                     ("theta_c", {"theta": 2.0 * theta_c})):
+                        if name in refine:
+                            dchi2 = probe.chi2_change(xp, make_model(**kw))
+                            settings[f"chi2_change_{name}"] = dchi2
+                            if dchi2 < IDENTIFIABILITY_CHI2:
+                                not_ident.append(name)
+                    del probe, xp
+                    fitted = tuple(r for r in refine if r not in not_ident)
+                    gradient_refine = tuple(r for r in fitted if r != "defocus_spread")
+                    ref = gradient_refine
+                cur_problem, cur_opt = make_problem(start, ref, model), None
+                x0 = torch.zeros(cur_problem.size, **tens)
+                cur_problem.calibrate(x0)
+                budget = max_iterations - total_it
+                if cap is not None:
+                    budget = min(budget, cap)
+                cur_opt = _Optimiser(cur_problem.loss, x0, method=optimizer, learning_rate=lr,
+                                     history=LBFGS_HISTORY, max_iterations=budget,
+                                     tolerance=tol, window=CONVERGENCE_WINDOW,
+                                     progress=progress, offset=total_it)
+                cur_opt.run()
+                losses += cur_opt.losses
+                total_it += cur_opt.iterations
+                evaluations += cur_opt.evaluations
+                converged, nonfinite = cur_opt.converged, cur_opt.nonfinite
+                stage_info.append(dict(refine=list(ref), iterations=cur_opt.iterations,
+                                       converged=cur_opt.converged,
+                                       loss=cur_opt.best_loss, tolerance=tol))
+                start = cur_problem.state(cur_opt.best_x)
+                if nonfinite:
+                    break
+            if "defocus_spread" in fitted and not nonfinite:
+                new = _refine_spread(cur_problem, cur_opt.best_x, spread, make_model)
+                if abs(new / spread - 1.0) > 1e-3:
+                    spread = new
+                    model = make_model(spread=spread)
+                    cur_problem, cur_opt = make_problem(start, gradient_refine, model), None
+                    x0 = torch.zeros(cur_problem.size, **tens)
+                    cur_problem.calibrate(x0)
+                    cur_opt = _Optimiser(cur_problem.loss, x0, method=optimizer,
+                                         learning_rate=lr, history=LBFGS_HISTORY,
+                                         max_iterations=max(max_iterations - total_it, 0),
+                                         tolerance=tolerance, window=CONVERGENCE_WINDOW,
+                                         progress=progress, offset=total_it)
+                    cur_opt.run()
+                    losses += cur_opt.losses
+                    total_it += cur_opt.iterations
+                    evaluations += cur_opt.evaluations
+                    converged, nonfinite = cur_opt.converged, cur_opt.nonfinite
+                    stage_info.append(dict(refine=list(gradient_refine) + ["defocus_spread"],
+                                           iterations=cur_opt.iterations,
+                                           converged=cur_opt.converged,
+                                           loss=cur_opt.best_loss, tolerance=tolerance))
+                    start = cur_problem.state(cur_opt.best_x)
+        except KeyboardInterrupt:
+            interrupted = True
+            if cur_opt is not None:
+                losses += cur_opt.losses
+                total_it += cur_opt.iterations
+                evaluations += cur_opt.evaluations
+                if math.isfinite(cur_opt.best_loss):
+                    start = cur_problem.state(cur_opt.best_x)
+            converged = False
+            warnings.warn(
+                f"AD reconstruction interrupted after {total_it} iterations; returning the "
+                f"best iterate so far", stacklevel=2)
+        except _Stop as exc:
+            raise FloatingPointError(
+                f"AD reconstruction failed: {exc}; check the images, the defocus values and "
+                f"the optical parameters (units nm, mm, mrad, keV)") from None
+        if nonfinite:
+            warnings.warn(
+                f"AD reconstruction: the loss became NaN/inf after {total_it} iterations; "
+                f"stopped and returned the best finite iterate", RuntimeWarning, stacklevel=2)
+
+        phase = start["phase"].to(torch.float64).cpu().numpy()
+        phase = phase - phase.mean()
+        if start["amplitude"] is None:
+            amplitude = np.ones((h, w))
+        else:
+            amplitude = start["amplitude"].to(torch.float64).cpu().numpy()
+            amplitude = amplitude / math.sqrt(float(np.mean(amplitude**2)))
+        shifts = np.zeros((n, 2)) if start["shifts"] is None else start["shifts"]
+        ac = start["astig"]
+        a_mag = float(np.hypot(ac[0], ac[1]))
+        a_ang = math.degrees(0.5 * math.atan2(ac[1], ac[0]))
+        if "astigmatism" not in fitted:
+            a_mag, a_ang = astig, math.degrees(astig_angle)
+    for name in not_ident:
+        warnings.warn(
+            f"{name} is not identifiable from these data (doubling it changes chi^2 by less "
+            f"than {IDENTIFIABILITY_CHI2:g}); it was kept at its given value", stacklevel=2)
+    settings["evaluations"] = evaluations
+    settings["stages"] = stage_info
+    return ADResult(
+        phase=phase, amplitude=amplitude, defocus=np.asarray(start["defocus"], float),
+        shifts=np.asarray(shifts, float), theta_c=float(start["theta_c"]),
+        astigmatism=a_mag, astigmatism_angle=a_ang, scale=np.asarray(start["scale"], float),
+        defocus_spread=float(spread), loss_history=[float(v) for v in losses],
+        iterations=total_it, converged=bool(converged), interrupted=interrupted,
+        time_s=time.perf_counter() - t_start, refined=fitted,
+        not_identifiable=tuple(not_ident), parameters=settings, device=str(dev))
+
+
+def _refine_spread(problem, x, spread, make_model):
+    """Golden-section search of ln(defocus_spread) (factor 10 either way), x fixed."""
+    phys = problem.physical(x)
+
+    def data_loss(d):
+        with torch.no_grad():
+            return float(problem.data_term(problem.raw_images(phys, model=make_model(spread=d)),
+                                           phys["scale"]))
+
+    a, b = math.log(spread) - math.log(10.0), math.log(spread) + math.log(10.0)
+    gr = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - gr * (b - a), a + gr * (b - a)
+    fc, fd = data_loss(math.exp(c)), data_loss(math.exp(d))
+    for _ in range(20):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - gr * (b - a)
+            fc = data_loss(math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + gr * (b - a)
+            fd = data_loss(math.exp(d))
+    best = math.exp(0.5 * (a + b))
+    return best if data_loss(best) < data_loss(spread) else spread

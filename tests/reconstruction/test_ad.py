@@ -1,0 +1,386 @@
+"""Tests of the AD focal-series phase retrieval kernel (reconstruction/ad.py)."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from hyperspy_lorentz.physics.forward import simulate_images
+from hyperspy_lorentz.reconstruction import ad as ad_mod
+from hyperspy_lorentz.reconstruction.ad import ADResult, estimate_memory, reconstruct_ad
+from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
+
+PIX = 5.0  # nm
+KEV = 200.0
+MM = 1e6  # nm
+
+
+def islands(n=96):
+    """Magnetic-island-like test object: soft-edged discs with phase ramps inside.
+
+    Returns the phase (rad) and the amplitude (5 % darker inside the islands).
+    """
+    y, x = np.mgrid[:n, :n].astype(float)
+    phase = np.zeros((n, n))
+    amp = np.ones((n, n))
+    s = n / 128.0
+    for cy, cx, r, ang in ((40, 45, 18, 0.3), (85, 80, 22, 2.0), (40, 100, 10, 4.0)):
+        cy, cx, r = cy * s, cx * s, r * s
+        rr = np.hypot(y - cy, x - cx)
+        inside = 0.5 * (1.0 + np.tanh((r - rr) / 1.0))
+        phase += inside * (1.5 + 0.08 * ((x - cx) * np.cos(ang) + (y - cy) * np.sin(ang)))
+        amp -= 0.05 * inside
+    return phase, amp
+
+
+def noisy(images, s, seed=1):
+    return np.random.default_rng(seed).normal(images, s * images)
+
+
+@pytest.fixture(scope="module")
+def obj():
+    return islands(96)
+
+
+@pytest.fixture(scope="module")
+def pair(obj):
+    """Noisy (5 %) +-0.8 mm pair of the pure-phase island object."""
+    phase, _ = obj
+    df = np.array([-0.8, 0.8]) * MM
+    return noisy(simulate_images(phase, None, df, PIX, KEV), 0.05), df
+
+
+# ----------------------------------------------------------------- accuracy
+def test_accuracy_forward_model_simulation(obj):
+    """Default settings (amplitude refined) on the package forward model's images."""
+    phase, amp = obj
+    df = np.array([-0.4, 0.4]) * MM
+    images = noisy(simulate_images(phase, amp, df, PIX, KEV), 0.05)
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
+    assert isinstance(res, ADResult)
+    assert res.refined == ("amplitude",)
+    acc = phase_accuracy(res.phase, phase)
+    assert acc > 0.99, acc
+    # the amplitude islands are found too (5 % contrast under 5 % noise)
+    assert phase_accuracy(res.amplitude, amp) > 0.9
+    # the fit did something: a flat phase scores ~0; the loss went down
+    assert res.loss_history[-1] < 0.5 * res.loss_history[0]
+    assert res.phase.dtype == np.float64 and res.phase.shape == phase.shape
+    assert abs(res.phase.mean()) < 1e-9
+    assert np.mean(res.amplitude**2) == pytest.approx(1.0)
+    json.dumps(res.parameters)  # JSON-friendly
+
+
+def _fresnel_images(phase, defocus, pixel, wavelength):
+    """Independent oracle: ideal Fresnel propagation (no Cs, no envelope), NumPy only."""
+    qy = np.fft.fftfreq(phase.shape[0], pixel)[:, None]
+    qx = np.fft.fftfreq(phase.shape[1], pixel)[None, :]
+    spec = np.fft.fft2(np.exp(1j * phase))
+    return np.array([np.abs(np.fft.ifft2(spec * np.exp(-1j * np.pi * wavelength * d
+                                                        * (qx**2 + qy**2))))**2
+                     for d in defocus])
+
+
+def _wavelength_nm(kev):
+    h, m, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
+    v = kev * 1e3
+    return h / math.sqrt(2 * m * e * v * (1 + e * v / (2 * m * c**2))) * 1e9
+
+
+def test_oracle_gaussian_bump_analytic_phase():
+    """A weak Gaussian phase bump of known analytic phase, imaged by an independent
+    NumPy Fresnel propagator: the retrieved phase matches in shape, sign and scale."""
+    n = 64
+    y, x = np.mgrid[:n, :n] - n / 2
+    truth = 0.3 * np.exp(-(x**2 + y**2) / (2 * 5.0**2))  # rad
+    lam = _wavelength_nm(KEV)
+    df = np.array([-0.3, 0.3]) * MM
+    images = _fresnel_images(truth, df, PIX, lam)
+    # sanity of the oracle against the conventions: a phase maximum (converging
+    # lens) turns bright in overfocus
+    assert images[1][n // 2, n // 2] > 1.0 > images[0][n // 2, n // 2]
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, cs=0.0, theta_c=0.0,
+                         defocus_spread=0.0, refine=(), regularization=0.0)
+    t = truth - truth.mean()
+    assert phase_accuracy(res.phase, truth) > 0.999
+    slope = float(np.sum(res.phase * t) / np.sum(t * t))
+    assert slope == pytest.approx(1.0, abs=0.02)  # right sign and scale
+    assert np.max(np.abs(res.phase - t)) < 0.01
+
+
+def test_gaussian_and_poisson_noise(obj):
+    """Gaussian amplitude likelihood and Poisson NLL on counted low-dose data."""
+    phase, _ = obj
+    df = np.array([-0.8, 0.8]) * MM
+    clean = simulate_images(phase, None, df, PIX, KEV)
+    dose = 50.0  # electrons per pixel
+    counts = np.random.default_rng(3).poisson(clean * dose).astype(float)
+    r_p = reconstruct_ad(counts, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+                         likelihood="poisson")
+    acc_p = phase_accuracy(r_p.phase, phase)
+    assert acc_p > 0.98, acc_p
+    # the same counts given as normalised images plus their dose
+    r_d = reconstruct_ad(counts / counts.mean(), df, pixel_size=PIX, beam_energy=KEV,
+                         refine=(), likelihood="poisson", dose=counts.mean(axis=(1, 2)),
+                         max_iterations=30)
+    assert r_d.parameters["dose"] == pytest.approx(counts.mean(axis=(1, 2)).tolist())
+    assert phase_accuracy(r_d.phase, phase) > 0.95
+    # Gaussian likelihood, 10 % noise
+    r_g = reconstruct_ad(noisy(clean, 0.10), df, pixel_size=PIX, beam_energy=KEV, refine=())
+    acc_g = phase_accuracy(r_g.phase, phase)
+    assert acc_g > 0.98, acc_g
+    # the noise estimate of the amplitudes is about s / 2
+    assert np.mean(r_g.parameters["noise_sigma"]) == pytest.approx(0.05, rel=0.25)
+
+
+# ----------------------------------------------------------------- parameters
+def test_refine_defocus_recovers_wrong_nominal_values(pair, obj):
+    images, df = pair
+    nominal = df * np.array([1.05, 0.95])
+    res = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV, refine=("defocus",))
+    assert res.refined == ("defocus",)
+    np.testing.assert_allclose(res.defocus, df, rtol=0.005)
+    assert phase_accuracy(res.phase, obj[0]) > 0.99
+
+
+def test_refine_shifts_recovers_drift(obj):
+    phase, _ = obj
+    df = np.array([-0.8, 0.8]) * MM
+    drift = np.array([[0.0, 0.0], [1.3, -0.7]])
+    images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.05)
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",))
+    assert res.parameters["reference_image"] == 0
+    np.testing.assert_allclose(res.shifts, drift, atol=0.05)
+    assert phase_accuracy(res.phase, phase) > 0.99
+    # without refining the drift the phase is worse
+    fixed = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+                           max_iterations=60)
+    assert phase_accuracy(fixed.phase, phase) < phase_accuracy(res.phase, phase)
+
+
+def test_refine_shifts_gauge_is_image_nearest_focus(obj):
+    """The image nearest focus is the reference; the others move relative to it."""
+    phase, _ = obj
+    df = np.array([-0.8, 0.3, 0.8]) * MM
+    drift = np.array([[0.6, 0.4], [0.0, 0.0], [-0.5, 0.9]])
+    images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.03)
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",),
+                         max_iterations=150)
+    assert res.parameters["reference_image"] == 1
+    np.testing.assert_array_equal(res.shifts[1], 0.0)
+    np.testing.assert_allclose(res.shifts, drift, atol=0.1)
+
+
+def test_defocus_spread_reported_not_identifiable(pair):
+    images, df = pair
+    with pytest.warns(UserWarning, match="defocus_spread is not identifiable"):
+        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV,
+                             refine=("defocus_spread",), max_iterations=20)
+    assert res.not_identifiable == ("defocus_spread",)
+    assert "defocus_spread" not in res.refined
+    assert res.defocus_spread == 500.0
+    assert res.parameters["chi2_change_defocus_spread"] < ad_mod.IDENTIFIABILITY_CHI2
+
+
+def test_theta_c_refinement_moves_toward_truth(obj):
+    """theta_c is identifiable at large defocus (the envelope depends on it)."""
+    phase, _ = obj
+    df = np.array([-1.5, 1.5]) * MM
+    images = noisy(simulate_images(phase, None, df, PIX, KEV, theta_c=0.02), 0.02)
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, theta_c=0.01,
+                         refine=("theta_c",), max_iterations=150)
+    assert res.not_identifiable == ()
+    assert res.theta_c == pytest.approx(0.02, rel=0.1)
+
+
+# ----------------------------------------------------------------- robustness
+def test_deterministic_with_seed(pair):
+    images, df = pair
+    kw = dict(pixel_size=PIX, beam_energy=KEV, refine=(), init="random", max_iterations=15,
+              tolerance=0.0)
+    a = reconstruct_ad(images, df, seed=7, **kw)
+    b = reconstruct_ad(images, df, seed=7, **kw)
+    c = reconstruct_ad(images, df, seed=8, **kw)
+    np.testing.assert_array_equal(a.phase, b.phase)
+    assert a.loss_history == b.loss_history
+    assert not np.array_equal(a.phase, c.phase)
+    # the global torch state is left as it was
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_keyboard_interrupt_returns_best_so_far(pair, obj):
+    images, df = pair
+    calls = []
+
+    def progress(it, loss):
+        calls.append((it, loss))
+        if it == 8:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted"):
+        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+                             progress=progress)
+    assert res.interrupted and not res.converged
+    assert res.iterations == 8
+    assert [c[0] for c in calls] == list(range(1, 9))
+    assert np.all(np.isfinite(res.phase))
+    assert min(res.loss_history) == res.loss_history[-1] < res.loss_history[0]
+    assert phase_accuracy(res.phase, obj[0]) > 0.5  # partial progress, not garbage
+
+
+def test_nan_loss_stops_with_best_iterate(pair, monkeypatch):
+    images, df = pair
+    original = ad_mod._Problem.data_term
+    count = {"n": 0}
+
+    def flaky(self, *args):
+        count["n"] += 1
+        value = original(self, *args)
+        return value * float("nan") if count["n"] > 6 else value
+
+    monkeypatch.setattr(ad_mod._Problem, "data_term", flaky)
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+                             max_iterations=50)
+    assert np.all(np.isfinite(res.phase))
+    assert all(math.isfinite(v) for v in res.loss_history)
+    assert 0 < res.iterations < 50 and not res.converged
+
+
+def test_nan_loss_at_start_raises(pair, monkeypatch):
+    images, df = pair
+    monkeypatch.setattr(ad_mod._Problem, "data_term",
+                        lambda self, img, scale=None: img.sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=())
+
+
+def test_adam_optimizer_runs(pair, obj):
+    images, df = pair
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+                         optimizer="adam", max_iterations=40, tolerance=0.0)
+    assert 10 < res.iterations <= 40 and len(res.loss_history) == res.iterations + 1
+    assert min(res.loss_history) < 0.8 * res.loss_history[0]
+    assert phase_accuracy(res.phase, obj[0]) > 0.5
+
+
+def test_infocus_image_gives_amplitude(obj):
+    phase, amp = obj
+    df = np.array([-0.4, 0.0, 0.4]) * MM
+    images = simulate_images(phase, amp, df, PIX, KEV)
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+                         max_iterations=1)
+    assert res.parameters["initial_amplitude"].startswith("in-focus")
+    assert phase_accuracy(res.amplitude, amp) > 0.95
+
+
+def test_device_auto_picks_cuda_when_available(monkeypatch):
+    assert ad_mod._resolve_device("auto").type == ("cuda" if torch.cuda.is_available()
+                                                     else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ad_mod._resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA"):
+        ad_mod._resolve_device("cuda")
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.fixture
+def small_series():
+    rng = np.random.default_rng(0)
+    return 1.0 + 0.1 * rng.random((2, 16, 16)), np.array([-1e5, 1e5])
+
+
+def test_single_image_points_to_single_image_methods(small_series):
+    images, df = small_series
+    with pytest.raises(ValueError, match="sitie"):
+        reconstruct_ad(images[:1], df[:1], pixel_size=PIX, beam_energy=KEV)
+    with pytest.raises(ValueError, match="sitie"):
+        reconstruct_ad(images[0], df[0], pixel_size=PIX, beam_energy=KEV)
+    with pytest.raises(ValueError, match="distinct defocus"):
+        reconstruct_ad(images, [1e5, 1e5], pixel_size=PIX, beam_energy=KEV)
+
+
+def test_non_finite_pixels(small_series):
+    images, df = small_series
+    images = images.copy()
+    images[1, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
+    images[1, 3, 4] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
+
+
+def test_all_zero_image(small_series):
+    images, df = small_series
+    images = images.copy()
+    images[0] = 0.0
+    with pytest.raises(ValueError, match="all zeros"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
+
+
+def test_shape_mismatch(small_series):
+    images, df = small_series
+    with pytest.raises(ValueError, match="one value"):
+        reconstruct_ad(images, [1e5, -1e5, 2e5], pixel_size=PIX, beam_energy=KEV)
+    with pytest.raises(ValueError, match="initial_phase"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV,
+                       initial_phase=np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="initial_amplitude"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV,
+                       initial_amplitude=np.ones((16, 15)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(refine=("magnification",)), "unknown parameter"),
+    (dict(likelihood="cauchy"), "likelihood"),
+    (dict(init="tie_phase"), "init"),
+    (dict(padding="zeros"), "padding"),
+    (dict(regularization="strong"), "regularization"),
+    (dict(regularization=-1.0), "regularization"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(pixel_size=0.0), "pixel_size"),
+    (dict(beam_energy=-200.0), "beam_energy"),
+    (dict(dose=100.0), "poisson"),
+    (dict(likelihood="poisson", dose=-1.0), "dose"),
+    (dict(optimizer="sgd"), "optimizer"),
+    (dict(max_iterations=-1), "max_iterations"),
+    (dict(refine=("theta_c",), theta_c=0.0), "theta_c"),
+])
+def test_bad_options(small_series, kwargs, match):
+    images, df = small_series
+    kw = dict(pixel_size=PIX, beam_energy=KEV)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        reconstruct_ad(images, df, **kw)
+
+
+def test_poisson_rejects_negative_counts(small_series):
+    images, df = small_series
+    images = images - 1.05
+    images[:, 0, 0] = 50.0  # keep the means positive
+    with pytest.raises(ValueError, match="negative"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, likelihood="poisson")
+
+
+# ----------------------------------------------------------------- memory
+def test_estimate_memory_scales():
+    base = estimate_memory((512, 512), 2, refine=())
+    assert estimate_memory((1024, 1024), 2, refine=()) == pytest.approx(4 * base, rel=0.05)
+    assert estimate_memory((512, 512), 4, refine=()) > base
+    assert estimate_memory((512, 512), 2, refine=(), dtype="float64") > 1.5 * base
+    assert estimate_memory((512, 512), 2, refine=("defocus",)) > base
+    assert estimate_memory((512, 512), 2, refine=(), padding="reflect") > 2 * base
+    # the AD fit of a 5 x 2048 x 2048 series is a few GB, not tens
+    assert 0.5 * 2**30 < estimate_memory((2048, 2048), 5) < 8 * 2**30
+
+
+def test_memory_check_raises_before_allocating(small_series, monkeypatch):
+    images, df = small_series
+    monkeypatch.setattr(ad_mod, "_available_memory", lambda device: (1000, "available RAM"))
+    with pytest.raises(ValueError, match=r"(?s)memory.*crop.*bin.*GPU"):
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
