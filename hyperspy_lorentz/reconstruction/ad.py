@@ -56,15 +56,40 @@ them:
   zero), ``ln theta_c``, the astigmatism as the vector ``(A cos 2a, A sin 2a)``
   in nm, and ``ln`` intensity scales.
 
-When the amplitude is refined the fit runs in two stages: first the phase (and
-the other refined parameters) with the amplitude held, then everything; a
-uniform or blurred amplitude refined from the TIE start otherwise absorbs phase
-errors. The best iterate of each stage is kept; a stage stops when the loss
-decreased by less than ``tolerance`` (relative) over :data:`CONVERGENCE_WINDOW`
-iterations (the first stage, a warm start, at ``10 * tolerance``) or when the
-iterations run out. ``loss_history`` spans both stages.
+Starting point and stages
+-------------------------
+The default start (``init="auto"``) is a flat phase: the first preconditioned
+steps from it are a CTF-weighted linear (TIE-like) solution, and on the
+benchmarks it is as good as the TIE start for symmetric series and far better
+for asymmetric ones (paper object, -0.2/-0.1/+1.5/+1.6 mm: 0.991 from flat,
+0.09 from the pair TIE). The fit then runs in stages, each keeping its best
+iterate:
 
-A parameter whose doubling changes the fit by less than one unit of chi^2
+1. when optical parameters (defocus, shifts, ``theta_c``, astigmatism, scale)
+   are refined and the images are at least 128 px: a coarse pass on images
+   binned by :data:`PYRAMID_BINNING`, where a drift of a few pixels and a
+   defocus error of several per cent are still inside the basin of
+   convergence (on the full grid the phase first locks onto the misregistered
+   images); otherwise a short phase-only warm start, which gives the optical
+   parameters a structured phase for their whitening;
+2. when the amplitude is refined: the phase (and the optical parameters) with
+   the amplitude held -- an amplitude refined from the start absorbs phase
+   errors;
+3. everything refined.
+
+Warm-start stages stop at ``10 * tolerance``; the last at ``tolerance``, the
+relative loss decrease over :data:`CONVERGENCE_WINDOW` iterations, or when the
+``max_iterations`` (shared by all stages) run out. ``loss_history`` spans all
+stages (the objectives differ between them), ``parameters["stages"]``
+summarises each.
+
+Identifiability
+---------------
+The common offset of the defocus values and the exit plane are degenerate when
+the amplitude is refined (a wave propagated by ``d`` and imaged at ``df - d``
+gives the same images); only the partial-coherence envelope and the prior
+break this, so refined defocus values carry a bias of a few 0.1 % then (see
+``benchmarks/bench_ad.py``). A parameter whose doubling changes the fit by less than one unit of chi^2
 (:data:`IDENTIFIABILITY_CHI2`) -- typically ``defocus_spread``, which the
 paper's attempt to refine did not move either -- is kept at its given value and
 reported in :attr:`ADResult.not_identifiable` (with a warning).
@@ -109,7 +134,7 @@ DEFAULT_TV_WEIGHT = 3.0
 TV_EPSILON = 0.05
 #: Weight ``kappa`` of the log-amplitude gradients in the joint TV (rad per unit
 #: of ln A): a 5 % amplitude step counts like a 0.5 rad phase step.
-JOINT_TV_COUPLING = 10.0
+JOINT_TV_COUPLING = 5.0
 #: Floor of the Fourier preconditioner, relative to the largest curvature.
 PRECONDITIONER_FLOOR = 1e-2
 #: Weight of the TV curvature (flat regions) in the Fourier preconditioner.
@@ -117,12 +142,20 @@ PRECONDITIONER_TV = 1.0
 #: Largest change of a whitened variable in the first L-BFGS step (times
 #: ``learning_rate``); later steps are scaled by the curvature pairs.
 FIRST_STEP = 1e-3
+#: Binning of the coarse pass that starts the refinement of optical parameters.
+PYRAMID_BINNING = 4
+#: Smallest binned image side for which the coarse pass is run.
+PYRAMID_MIN_SIZE = 32
 #: L-BFGS memory (pairs of correction vectors).
 LBFGS_HISTORY = 10
 #: Iterations over which the relative loss decrease is compared to ``tolerance``.
 CONVERGENCE_WINDOW = 10
 #: Tolerance of the first (warm-start) stage relative to ``tolerance``.
 STAGE1_TOLERANCE_FACTOR = 10.0
+#: Iterations of the first stage when optical parameters are refined: enough to
+#: give the phase structure for their whitening, short enough not to fit the
+#: phase to wrong parameters.
+STAGE1_ITERATIONS_OPTICAL = 20
 #: A refinable scalar whose doubling changes chi^2 by less than this is reported
 #: as not identifiable.
 IDENTIFIABILITY_CHI2 = 1.0
@@ -136,7 +169,12 @@ _SQRT_EPS = 1e-6
 #: Peak memory of a fit, bytes per propagated (padded) pixel at float32,
 #: measured with ``benchmarks/bench_ad.py --memory`` (RSS high-water mark added
 #: by a fit); read by :mod:`hyperspy_lorentz.reconstruction.memory`.
-MEMORY_COEFFICIENTS = {"fixed": 150.0, "per_image": 40.0, "per_image_refine": 16.0}
+#: ``fixed + n (per_image + per_image_refine [optical parameters refined]) +
+#: amplitude [amplitude refined]`` bytes per pixel, plus 8 bytes per input pixel,
+#: times a 20 % margin (measured on CPU, torch 2.13, 2 threads: 1024^2 px,
+#: N = 2 and 5).
+MEMORY_COEFFICIENTS = {"fixed": 240.0, "per_image": 45.0, "per_image_refine": 15.0,
+                       "amplitude": 50.0}
 
 _OPTICAL = ("defocus", "shifts", "theta_c", "astigmatism", "scale")
 
@@ -272,8 +310,8 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     optical = any(r in refine for r in _OPTICAL)
     per_px = c["fixed"] + n * (c["per_image"] + (c["per_image_refine"] if optical else 0.0))
     if "amplitude" in refine:
-        per_px += c.get("amplitude", 0.5 * c["fixed"])
-    return int(math.ceil(1.2 * (scale * per_px * hp * wp + 24.0 * n * h * w)))
+        per_px += c["amplitude"]
+    return int(math.ceil(1.2 * (scale * per_px * hp * wp + 8.0 * n * h * w)))
 
 
 def _available_memory(device):
@@ -336,7 +374,7 @@ def _check_images(images, defocus):
         raise ValueError("images must be a numeric (N, H, W) array")
     if np.iscomplexobj(imgs):
         raise ValueError("images must be real intensities, got a complex array")
-    imgs = np.array(imgs, dtype=np.float64)
+    imgs = np.asarray(imgs, dtype=np.float64)  # read only: no copy when already float64
     if imgs.ndim != 3:
         raise ValueError(
             f"images must be a focal series of shape (N, H, W), got shape {imgs.shape}; "
@@ -868,6 +906,7 @@ class _Optimiser:
         self.evaluations = 0
 
     def _eval(self, x):
+        """Loss (0-d tensor, not synchronised) and gradient at ``x``."""
         x = x.detach().requires_grad_(True)
         try:
             loss = self.fun(x)
@@ -877,8 +916,6 @@ class _Optimiser:
                 raise
             return torch.tensor(math.nan), None
         self.evaluations += 1
-        if not bool(torch.isfinite(loss)):
-            return loss.detach(), None
         (g,) = torch.autograd.grad(loss, x)
         return loss.detach(), g
 
@@ -907,6 +944,8 @@ class _Optimiser:
         return self._run_lbfgs()
 
     def _run_lbfgs(self):
+        # host synchronisations: one per function evaluation (loss and the
+        # directional derivative together) and one per accepted step (curvature)
         x = self.x
         loss, g = self._eval(x)
         lv = float(loss)
@@ -927,21 +966,24 @@ class _Optimiser:
             for (s, y, rho), a in zip(zip(S, Y, R), reversed(alphas)):
                 q.add_(s * (a - rho * torch.dot(y, q)))
             d = q.neg_()
-            gd = float(torch.dot(g, d))
-            if not (gd < 0 and math.isfinite(gd)):
-                d, gd = -g, -float(torch.dot(g, g))
-                S.clear(), Y.clear(), R.clear()
-            if not S:
+            gd_t = torch.dot(g, d)
+            if S:
+                step = 1.0
+            else:
                 # no curvature information yet: a cautious first step
                 step = self.lr * FIRST_STEP / max(float(d.abs().max()), 1e-30)
-            else:
-                step = 1.0
             accepted = False
             n_nonfinite = 0
+            gd = None
             for _ in range(30):
                 xn = x + step * d
                 ln, gn = self._eval(xn)
-                lnv = float(ln)
+                if gd is None:
+                    lnv, gd = torch.stack([ln.to(gd_t.dtype), gd_t]).tolist()
+                    if not (gd < 0 and math.isfinite(gd)):
+                        break  # not a descent direction: restart along the gradient
+                else:
+                    lnv = float(ln)
                 if math.isfinite(lnv) and gn is not None:
                     if lnv <= lv + 1e-4 * step * gd:
                         accepted = True
@@ -963,8 +1005,8 @@ class _Optimiser:
                 break
             s = xn - x
             y = gn - g
-            sy = float(torch.dot(s, y))
-            if sy > 1e-10 * float(torch.dot(y, y)):
+            sy, yy = torch.stack([torch.dot(s, y), torch.dot(y, y)]).tolist()
+            if sy > 1e-10 * yy:
                 S.append(s), Y.append(y), R.append(1.0 / sy)
                 if len(S) > self.history:
                     S.pop(0), Y.pop(0), R.pop(0)
@@ -1016,7 +1058,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                    regularization="auto", max_iterations=300, tolerance=1e-4,
                    learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
                    padding=None, device="auto", dtype="float32", seed=None, progress=None,
-                   optimizer="lbfgs"):
+                   optimizer="lbfgs", _pyramid=True):
     """Retrieve the exit-wave phase of a focal series by automatic differentiation.
 
     Parameters
@@ -1074,9 +1116,12 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         Amplitude (held, or the start when ``"amplitude"`` is refined). Default:
         ``sqrt(I0 / <I0>)`` of the in-focus image(s) if the series has one
         (``|df| <= 1e-3 max|df|``), else uniform.
-    init : {"auto", "tie", "flat", "random"}
-        Starting phase: ``"auto"`` is the TIE solution when there are images on
-        both sides of focus, else flat; ``"random"``: small random phase (``seed``).
+    init : {"auto", "flat", "tie", "random"}
+        Starting phase. ``"auto"`` (= ``"flat"``): a flat phase, with a coarse
+        pass on binned images first when optical parameters are refined (see
+        the module docstring for why not the TIE); ``"tie"``: the TIE solution
+        (:func:`~hyperspy_lorentz.reconstruction.tie.tie_phase`, images on both
+        sides of focus needed); ``"random"``: small random phase (``seed``).
     padding : None, "reflect" or "edge"
         Padding of the forward model against FFT wrap-around (a quarter of the
         image on each side). ``None`` (default): periodic boundaries.
@@ -1085,14 +1130,18 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     dtype : {"float32", "float64"}
         Working precision.
     seed : int, optional
-        Seed of the random start (``init="random"``); the fit itself is
-        deterministic (deterministic algorithms are switched on during the fit).
+        Seed of the random start (``init="random"``; torch's RNG is seeded in a
+        forked state). The fit itself has no randomness: on CPU its kernels are
+        deterministic for a given number of threads; on CUDA deterministic
+        algorithms are switched on during the fit (and restored after).
     progress : callable, optional
         ``progress(iteration, loss)`` after every iteration. A
         ``KeyboardInterrupt`` (also one raised by it) ends the fit with the best
         iterate so far, ``interrupted=True`` and a warning.
     optimizer : {"lbfgs", "adam"}
         Optimiser (default L-BFGS).
+    _pyramid : bool
+        Private: allow the coarse pass (the coarse pass itself runs without).
 
     Returns
     -------
@@ -1193,8 +1242,11 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
 
     ref_index = int(np.argmin(np.abs(df)))  # shift gauge: nearest focus, first on ties
     infocus = np.flatnonzero(np.abs(df) <= INFOCUS_FRACTION * np.max(np.abs(df)))
-    amps = np.sqrt(np.clip(norm, 0.0, None))
-    sigma = np.array([max(_estimate_noise(a), NOISE_FLOOR) for a in amps])
+    if likelihood == "gaussian":
+        amps = np.sqrt(np.clip(norm, 0.0, None), dtype=np.float32 if tdt == torch.float32
+                       else np.float64)
+        sigma = np.array([max(_estimate_noise(a.astype(np.float64)), NOISE_FLOOR)
+                          for a in amps])
 
     # ---------------------------------------------------------------- start point
     init_used, tie_info = ("flat" if init == "auto" else init), None
@@ -1222,6 +1274,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         amp_source = f"in-focus image(s) {infocus.tolist()}"
     else:
         amp0, amp_source = None, "uniform"
+    del norm
     if amp0 is not None:
         amp0 = amp0 / math.sqrt(float(np.mean(amp0**2)))
         if "amplitude" in refine:
@@ -1244,6 +1297,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         padding=padding, device=str(dev), dtype=str(tdt).replace("torch.", ""), seed=seed,
         reference_image=ref_index,
         noise_sigma=sigma.tolist() if likelihood == "gaussian" else None,
+        dose_used=None if likelihood == "gaussian" else np.asarray(dose_n, float).tolist(),
         tie_qc=None if tie_info is None else tie_info.get("qc"),
     )
 
@@ -1253,6 +1307,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
             data_t = torch.as_tensor(amps, **tens)
             weights = torch.as_tensor(1.0 / sigma**2, **tens)
             dose_t = None
+            del amps
         else:
             data_t = torch.as_tensor(counts, **tens)
             weights = torch.ones(n, **tens)
@@ -1282,22 +1337,83 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
 
         fitted = refine
         gradient_refine = tuple(r for r in refine if r != "defocus_spread")
-        # stage 1 (warm start): the phase alone; stage 2: everything refined
-        stages = []
-        if gradient_refine or "defocus_spread" in refine:
-            stages.append(((), STAGE1_TOLERANCE_FACTOR * tolerance, max_iterations // 2))
-        stages.append((gradient_refine, tolerance, None))
-        not_ident = []
-
+        optical = tuple(r for r in gradient_refine if r in _OPTICAL)
         interrupted = False
         losses, total_it, evaluations = [], 0, 0
         stage_info = []
+
+        # coarse pass: the optical parameters (drift, defocus...) on binned images,
+        # where they are far from the phase-wrapping local minima of the full grid
+        coarse = None
+        b = PYRAMID_BINNING
+        if (_pyramid and optical and init_used == "flat" and min(h, w) // b >= PYRAMID_MIN_SIZE
+                and max_iterations >= 10):
+            hc, wc = h // b, w // b
+            blocks = imgs[:, :hc * b, :wc * b].reshape(n, hc, b, wc, b)
+            if likelihood == "poisson":
+                binned = blocks.sum(axis=(2, 4)) if dose is None else blocks.mean(axis=(2, 4))
+                cdose = None if dose is None else np.asarray(dose_n) * b * b
+            else:
+                binned, cdose = blocks.mean(axis=(2, 4)), None
+            camp = None
+            if initial_amplitude is not None:
+                camp = initial_amplitude[:hc * b, :wc * b].reshape(hc, b, wc, b).mean(axis=(1, 3))
+
+            def coarse_progress(it, loss):
+                if progress is not None:
+                    progress(it, loss)
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                coarse = reconstruct_ad(
+                    binned, df, pixel_size=(pixel[0] * b, pixel[1] * b), beam_energy=energy,
+                    cs=cs, theta_c=theta_c, defocus_spread=defocus_spread,
+                    astigmatism=astig, astigmatism_angle=math.degrees(astig_angle),
+                    refine=optical, likelihood=likelihood, dose=cdose, regularization=beta,
+                    max_iterations=max(max_iterations // 3, 1),
+                    tolerance=STAGE1_TOLERANCE_FACTOR * tolerance, learning_rate=learning_rate,
+                    initial_amplitude=camp, padding=padding, device=dev, dtype=dtype,
+                    progress=coarse_progress, optimizer=optimizer, _pyramid=False)
+            losses += coarse.loss_history
+            total_it += coarse.iterations
+            evaluations += coarse.parameters["evaluations"]
+            stage_info.append(dict(refine=list(optical), iterations=coarse.iterations,
+                                   converged=coarse.converged, binning=b,
+                                   loss=min(coarse.loss_history), tolerance=(
+                                       STAGE1_TOLERANCE_FACTOR * tolerance)))
+            ac = coarse.astigmatism, math.radians(coarse.astigmatism_angle)
+            start = dict(start, phase=torch.as_tensor(_upsample(coarse.phase, b, (h, w)), **tens),
+                         defocus=coarse.defocus.copy(), shifts=coarse.shifts * b,
+                         theta_c=coarse.theta_c,
+                         astig=np.array([ac[0] * math.cos(2 * ac[1]), ac[0] * math.sin(2 * ac[1])]),
+                         scale=coarse.scale.copy())
+            interrupted = coarse.interrupted
+
+        # stage 1 (warm start): the phase alone -- or, after the coarse pass, the
+        # phase and the optical parameters; last stage: everything refined
+        stages = []
+        if coarse is not None:
+            if "amplitude" in gradient_refine:
+                stages.append((optical, STAGE1_TOLERANCE_FACTOR * tolerance,
+                               max_iterations // 2))
+        elif gradient_refine or "defocus_spread" in refine:
+            cap1 = (min(STAGE1_ITERATIONS_OPTICAL, max_iterations // 2) if optical
+                    else max_iterations // 2)
+            stages.append(((), STAGE1_TOLERANCE_FACTOR * tolerance, cap1))
+        stages.append((gradient_refine, tolerance, None))
+        if interrupted:
+            stages = []
+            warnings.warn(f"AD reconstruction interrupted after {total_it} iterations (coarse "
+                          f"pass); returning the best iterate so far", stacklevel=2)
+        not_ident = []
         cur_problem, cur_opt = None, None
         spread = defocus_spread
         converged = False
         nonfinite = False
         try:
             for k, (ref, tol, cap) in enumerate(stages):
+                if total_it >= max_iterations and k > 0:
+                    break
                 if k == len(stages) - 1 and any(r in refine for r in
                                                 ("defocus_spread", "theta_c")):
                     # scalars the data may not constrain: chi^2 change on doubling them
@@ -1406,6 +1522,18 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         iterations=total_it, converged=bool(converged), interrupted=interrupted,
         time_s=time.perf_counter() - t_start, refined=fitted,
         not_identifiable=tuple(not_ident), parameters=settings, device=str(dev))
+
+
+def _upsample(a, b, shape):
+    """Cubic, periodic upsampling of a b-times binned field to ``shape``."""
+    from scipy import ndimage
+
+    up = ndimage.zoom(a, b, order=3, mode="grid-wrap", grid_mode=True)
+    h, w = shape
+    up = up[:h, :w]
+    if up.shape != (h, w):
+        up = np.pad(up, ((0, h - up.shape[0]), (0, w - up.shape[1])), mode="edge")
+    return up
 
 
 def _refine_spread(problem, x, spread, make_model):
