@@ -128,7 +128,7 @@ import torch
 
 from hyperspy_lorentz.physics import optics
 from hyperspy_lorentz.physics.forward import ForwardModel, _next_fast_len
-from hyperspy_lorentz.reconstruction.ad import ADResult
+from hyperspy_lorentz.reconstruction.ad import ADResult, _resolve_device
 from hyperspy_lorentz.reconstruction.tie import estimate_noise, sitie_phase
 
 __all__ = [
@@ -238,20 +238,6 @@ def _check_defocus(defocus):
             "magnetic contrast; pass the (nonzero) defocus of the image in nm, positive "
             "for overfocus")
     return d
-
-
-def _resolve_device(device):
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") \
-            from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA device; use "
-                         f"device='cpu' or 'auto'")
-    return dev
 
 
 def _torch_dtype(dtype):
