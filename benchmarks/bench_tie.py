@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _paper_object import BEAM_ENERGY, PIXEL_SIZE, load_paper_object, simulate_series  # noqa: E402
 

@@ -210,9 +210,13 @@ def cmd_demo(args):
         rec = ad.metadata.Signal.Reconstruction
         nominal = series.axes_manager["defocus"].axis
         lines = ["", f"{'parameter':<34}{'truth':>18}{'nominal':>18}{'AD retrieved':>18}"]
+        se = rec.get_item("defocus_standard_error")
         for i in range(truth["defocus"].size):
+            got = f"{np.asarray(rec.defocus)[i] / 1e3:.2f}"
+            if se is not None:
+                got += f" +- {np.asarray(se)[i] / 1e3:.2f}"
             lines.append(f"{'defocus image ' + str(i) + ' (um)':<34}{truth['defocus'][i] / 1e3:>18.2f}"
-                         f"{nominal[i] / 1e3:>18.2f}{np.asarray(rec.defocus)[i] / 1e3:>18.2f}")
+                         f"{nominal[i] / 1e3:>18.2f}{got:>18}")
         shifts = np.asarray(rec.shifts, dtype=float)
         t = truth["shifts"][2] - truth["shifts"][0]
         r = shifts[2] - shifts[0]
@@ -226,7 +230,8 @@ def cmd_demo(args):
             "",
             "(A weak phase object fixes the ratios of the defocus values, not their common scale,",
             " which trades off against the phase amplitude; the in-focus image has no contrast, so",
-            " drift is reported between the defocused images.)",
+            " drift is reported between the defocused images. The +- is the bootstrap standard",
+            " error from noise alone.)",
             "",
             "phase accuracy (normalised cross-correlation with the truth, after a rigid sub-pixel",
             f"alignment): AD {phases['AD'][1]:.4f}, TIE {phases['TIE'][1]:.4f}",
@@ -379,7 +384,9 @@ def _set_calibrations(s, args):
 def _method_kwargs(args):
     kwargs = {}
     if args.method == "ad":
-        kwargs.update(refine=tuple(args.refine or ()), max_iterations=args.iterations)
+        kwargs["max_iterations"] = args.iterations
+        if args.refine is not None:  # else the library's default (the amplitude)
+            kwargs["refine"] = tuple(args.refine)
         if args.likelihood:
             kwargs["likelihood"] = args.likelihood
         if args.device:
@@ -602,7 +609,9 @@ def build_parser():
     rec.add_argument("--method", choices=("ad", "tie"), default="ad", help="ad (default) or tie")
     rec.add_argument("--refine", nargs="*",
                      choices=("defocus", "shifts", "theta_c", "astigmatism", "scale", "amplitude"),
-                     help="AD: experimental parameters to refine")
+                     help="AD: parameters to refine besides the phase (default: amplitude); list "
+                          "them all, e.g. --refine amplitude defocus shifts; --refine alone: "
+                          "the phase only")
     rec.add_argument("--likelihood", choices=("gaussian", "poisson"), help="AD: noise model")
     rec.add_argument("--iterations", type=int, default=500, help="AD: maximum iterations (default 500)")
     rec.add_argument("--device", help="AD: torch device, auto (default), cpu or cuda")

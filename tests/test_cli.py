@@ -253,6 +253,18 @@ def test_reconstruct_ad(files, tmp_path, capsys):
     assert "retrieved" in stdout and "image 2" in stdout
 
 
+@pytest.mark.parametrize("refine, expected", [(None, ["amplitude"]), ([], []),
+                                              (["amplitude", "shifts"], ["amplitude", "shifts"])])
+def test_reconstruct_ad_refine_default_is_the_librarys(files, tmp_path, capsys, refine, expected):
+    out = tmp_path / "result"
+    extra = [] if refine is None else ["--refine", *refine]
+    code, _, err = _run(["reconstruct", files["series"], "--method", "ad", "--iterations", "3",
+                         *extra, "--output", out, "--quiet"], capsys)
+    assert code == 0, err
+    rec = hs.load(out / "phase.hspy").metadata.Signal.Reconstruction
+    assert list(rec.refined) == expected
+
+
 # ------------------------------------------------------------------------- demo
 def test_demo_small(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -262,7 +274,7 @@ def test_demo_small(tmp_path, capsys):
     assert names == ["demo.png", "focal_series.hspy", "induction_ad.hspy", "phase_ad.hspy", "phase_tie.hspy",
                      "summary.txt"]
     summary = (out / "summary.txt").read_text()
-    for key in ("defocus image 0", "drift image 2", "truth", "AD retrieved", "phase accuracy"):
+    for key in ("defocus image 0", "drift image 2", "truth", "AD retrieved", "phase accuracy", "+-"):
         assert key in summary
     s = hs.load(out / "focal_series.hspy")
     assert np.abs(s.axes_manager["defocus"].axis).max() >= 2e5  # contrast needs large defocus

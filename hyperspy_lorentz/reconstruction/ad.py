@@ -58,12 +58,21 @@ them:
 
 Starting point and stages
 -------------------------
-The default start (``init="auto"``) is a flat phase: the first preconditioned
-steps from it are a CTF-weighted linear (TIE-like) solution, and on the
-benchmarks it is as good as the TIE start for symmetric series and far better
-for asymmetric ones (paper object, -0.2/-0.1/+1.5/+1.6 mm: 0.991 from flat,
-0.09 from the pair TIE). The fit then runs in stages, each keeping its best
-iterate:
+No single start suits every series. A flat phase is the best start for
+asymmetric series (paper object, -0.2/-0.1/+1.5/+1.6 mm: 0.991 from flat,
+0.47 from the pair TIE): its first preconditioned steps are a CTF-weighted
+linear (TIE-like) solution. A strong phase with sharp edges (patterned
+elements, a few rad of electrostatic phase) can trap the flat start in a
+phase-wrapped local minimum, from which the TIE start or a coarse-to-fine start
+(the coarse pass below) escape (3 rad islands at 0.4 mm: flat 0.15, TIE 0.994,
+coarse-to-fine 0.995). So ``init="auto"`` races the candidate starts -- flat,
+coarse-to-fine (images >= 128 px), TIE (images on both sides of focus) --
+for :data:`INIT_RACE_ITERATIONS` iterations each and runs the one with the
+lowest loss (the same objective for all; on every case measured the loss after
+20 iterations ranked the starts as their final accuracies did). The race is
+skipped when there is one candidate or ``max_iterations`` is below
+``4 * INIT_RACE_ITERATIONS``; ``parameters["init_race"]`` records the losses.
+The fit then runs in stages, each keeping its best iterate:
 
 1. when optical parameters (defocus, shifts, ``theta_c``, astigmatism, scale)
    are refined and the images are at least 128 px: a coarse pass on images
@@ -83,13 +92,38 @@ relative loss decrease over :data:`CONVERGENCE_WINDOW` iterations, or when the
 stages (the objectives differ between them), ``parameters["stages"]``
 summarises each.
 
-Identifiability
----------------
+Identifiability and bias of the optical parameters
+---------------------------------------------------
 The common offset of the defocus values and the exit plane are degenerate when
 the amplitude is refined (a wave propagated by ``d`` and imaged at ``df - d``
-gives the same images); only the partial-coherence envelope and the prior
-break this, so refined defocus values carry a bias of a few 0.1 % then (see
-``benchmarks/bench_ad.py``). A parameter whose doubling changes the fit by less than one unit of chi^2
+gives the same images); only the partial-coherence envelope and the
+non-linear (strong-phase) terms of the images break this. In the weak-phase
+limit the defocus scale trades against the phase spectrum in the same way.
+Fitting the optical parameters jointly with a phase and an amplitude per pixel
+is then a Neyman-Scott problem: the per-pixel unknowns absorb part of the
+noise, the TV prior shrinks the high frequencies, and both pull the joint
+estimate of the defocus (the separation of the defocus values shrinks, where
+the coherence envelope passes more of the high frequencies, and their common
+offset drifts). On the paper's object at +-1.6 mm and 10 % noise the overfocus
+value came out 0.4-0.6 % low and the underfocus one 0.1-0.2 % too large in
+magnitude, the same for every noise seed; noise-free the error vanishes.
+
+It is corrected by a parametric bootstrap (``bias_correction``, on by default
+when optical parameters are refined): images are simulated from the fitted
+exit wave and parameters with the fitted noise model
+(:data:`BOOTSTRAP_REPLICATES` times), the fit is repeated from that known
+truth, and the mean deviation of the refitted parameters is the bias estimate
+subtracted from the result (Efron & Tibshirani, *An Introduction to the
+Bootstrap*, ch. 10). The spread of the replicates gives standard errors
+(:attr:`ADResult.standard_errors`). Phase and amplitude are the MAP estimates
+of the main fit. The bootstrap cannot correct a bias that comes from a model
+that does not describe the data (for instance a uniform amplitude assumed for
+a specimen whose amplitude is not uniform). The standard errors are the
+scatter from the noise about the fitted optimum only, a lower bound: the bias
+estimate is made at the fitted (smoother) exit wave, and on the tests up to
+about half of the bias remained after the correction.
+
+A parameter whose doubling changes the fit by less than one unit of chi^2
 (:data:`IDENTIFIABILITY_CHI2`) -- typically ``defocus_spread``, which the
 paper's attempt to refine did not move either -- is kept at its given value and
 reported in :attr:`ADResult.not_identifiable` (with a warning).
@@ -142,6 +176,8 @@ PRECONDITIONER_TV = 1.0
 #: Largest change of a whitened variable in the first L-BFGS step (times
 #: ``learning_rate``); later steps are scaled by the curvature pairs.
 FIRST_STEP = 1e-3
+#: Iterations each candidate start runs in the race of ``init="auto"``.
+INIT_RACE_ITERATIONS = 20
 #: Binning of the coarse pass that starts the refinement of optical parameters.
 PYRAMID_BINNING = 4
 #: Smallest binned image side for which the coarse pass is run.
@@ -163,18 +199,35 @@ IDENTIFIABILITY_CHI2 = 1.0
 NOISE_FLOOR = 1e-3
 #: Defocus below this fraction of the largest ``|defocus|`` counts as in focus.
 INFOCUS_FRACTION = 1e-3
+#: Parametric-bootstrap replicates of ``bias_correction="auto"`` when optical
+#: parameters are refined (two give a bias estimate and a standard error; the
+#: bias estimates of two replicates agree to ~0.05 % of the defocus on the
+#: benchmarks).
+BOOTSTRAP_REPLICATES = 2
 #: Offset inside the square root of the Gaussian data term (normalised units).
 _SQRT_EPS = 1e-6
 
-#: Peak memory of a fit, bytes per propagated (padded) pixel at float32,
-#: measured with ``benchmarks/bench_ad.py --memory`` (RSS high-water mark added
-#: by a fit); read by :mod:`hyperspy_lorentz.reconstruction.memory`.
-#: ``fixed + n (per_image + per_image_refine [optical parameters refined]) +
-#: amplitude [amplitude refined]`` bytes per pixel, plus 8 bytes per input pixel,
-#: times a 20 % margin (measured on CPU, torch 2.13, 2 threads: 1024^2 px,
-#: N = 2 and 5).
-MEMORY_COEFFICIENTS = {"fixed": 240.0, "per_image": 45.0, "per_image_refine": 15.0,
-                       "amplitude": 50.0}
+#: Peak memory of a fit, bytes per propagated (padded) pixel at float32:
+#: ``fixed + n per_image + amplitude [amplitude refined] + optical [optical
+#: parameters refined]``, plus 8 bytes per input pixel and image (float64
+#: copies), times a 20 % margin; read by
+#: :mod:`hyperspy_lorentz.reconstruction.memory`. Measured with
+#: ``benchmarks/bench_ad.py --memory-only`` (RSS high-water mark added by a fit;
+#: CPU, torch 2.13.0+cpu, 2 threads, float32, no padding). The peak grows until
+#: L-BFGS holds its 10 history pairs (2 vectors per unknown, 160 B/px with the
+#: amplitude), so fits of 15+ iterations were measured -- refine=("amplitude",):
+#: 5 x 256^2 46 MiB (743 B/px), 5 x 512^2 181 MiB (724), 5 x 1024^2 729 MiB
+#: (729), 2 x 1024^2 541 MiB (541), 5 x 2048^2 2.41 GiB (616; glibc returns the
+#: large arrays at once); refine=(): 5 x 1024^2 669 MiB; refine=("amplitude",
+#: "defocus", "shifts") (with the bootstrap, measured while the main fit's
+#: optimiser was still held during it; it is freed first now, so these bound
+#: the peak from above): 5 x 512^2 (40 iterations) 272 MiB (1089 B/px),
+#: 2 x 1024^2 849 MiB, 5 x 1024^2 1021 MiB. After 3 iterations (the
+#: benchmark's default) the peak is lower: 5 x 512^2 140 MiB, 2 x 1024^2
+#: 397 MiB, 5 x 2048^2 1.94 GiB. Estimates: 5 x 2048^2 3.45 GiB (1.43 x the
+#: 15-iteration peak), 5 x 512^2 221 MiB, 2 x 1024^2 655 MiB.
+MEMORY_COEFFICIENTS = {"fixed": 360.0, "per_image": 55.0, "amplitude": 60.0,
+                       "optical": 370.0}
 
 _OPTICAL = ("defocus", "shifts", "theta_c", "astigmatism", "scale")
 
@@ -223,9 +276,19 @@ class ADResult:
         Parameters requested in ``refine`` but not identifiable from the data;
         kept at their given value.
     parameters : dict
-        Every setting used (JSON-friendly), with per-stage summaries.
+        Every setting used (JSON-friendly), with per-stage summaries, the start
+        chosen (``init``, ``init_race``), ``reduced_chi2`` (the misfit per
+        pixel of the fitted images in units of the noise: about 1 when the model
+        describes the data to the noise level, for the Gaussian likelihood as
+        far as the estimated ``noise_sigma`` is right; well above 1 for a wrong
+        model, e.g. unrefined drift) and the ``bias_correction`` record.
     device : str
         Device the fit ran on.
+    standard_errors : dict
+        Bootstrap standard errors of the refined optical parameters (keys
+        ``defocus`` (nm), ``shifts`` (px), ``theta_c`` (mrad), ``astigmatism``
+        (nm), ``astigmatism_angle`` (degrees), ``scale``), from the spread of
+        the ``bias_correction`` replicates; empty with fewer than two.
     """
 
     phase: np.ndarray
@@ -246,6 +309,7 @@ class ADResult:
     not_identifiable: tuple
     parameters: dict
     device: str
+    standard_errors: dict = dataclasses.field(default_factory=dict)
 
     def __repr__(self):
         loss = self.loss_history[-1] if self.loss_history else float("nan")
@@ -284,11 +348,14 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
         Number of images in the series.
     refine : sequence of str
         Parameters refined (see :data:`REFINABLE`). Refining optical parameters
-        keeps the spectrum of the exit wave; the amplitude adds a second field.
+        keeps the spectrum of the exit wave and runs the bootstrap (a second
+        optimiser); the amplitude adds a second field.
     dtype : {"float32", "float64"}
         Working precision (float64 doubles the memory).
     padding : None, "reflect" or "edge"
-        Padding of the forward model (a quarter of the image on each side).
+        Padding of the forward model: a quarter of the image (rounded up) on
+        each side, the padded size rounded up to a 2,3,5,7-smooth number, as
+        :class:`~hyperspy_lorentz.physics.forward.ForwardModel` pads.
 
     Returns
     -------
@@ -308,7 +375,7 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     refine = tuple(refine or ())
     c = MEMORY_COEFFICIENTS
     optical = any(r in refine for r in _OPTICAL)
-    per_px = c["fixed"] + n * (c["per_image"] + (c["per_image_refine"] if optical else 0.0))
+    per_px = c["fixed"] + n * c["per_image"] + (c["optical"] if optical else 0.0)
     if "amplitude" in refine:
         per_px += c["amplitude"]
     return int(math.ceil(1.2 * (scale * per_px * hp * wp + 8.0 * n * h * w)))
@@ -1058,7 +1125,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                    regularization="auto", max_iterations=300, tolerance=1e-4,
                    learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
                    padding=None, device="auto", dtype="float32", seed=None, progress=None,
-                   optimizer="lbfgs", _pyramid=True):
+                   optimizer="lbfgs", bias_correction="auto", _pyramid=True, _race=True):
     """Retrieve the exit-wave phase of a focal series by automatic differentiation.
 
     Parameters
@@ -1117,9 +1184,10 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         ``sqrt(I0 / <I0>)`` of the in-focus image(s) if the series has one
         (``|df| <= 1e-3 max|df|``), else uniform.
     init : {"auto", "flat", "tie", "random"}
-        Starting phase. ``"auto"`` (= ``"flat"``): a flat phase, with a coarse
-        pass on binned images first when optical parameters are refined (see
-        the module docstring for why not the TIE); ``"tie"``: the TIE solution
+        Starting phase. ``"auto"``: the best of the flat, coarse-to-fine and TIE
+        starts after a short race (see the module docstring); ``"flat"``: a
+        flat phase, with a coarse pass on binned images first when optical
+        parameters are refined; ``"tie"``: the TIE solution
         (:func:`~hyperspy_lorentz.reconstruction.tie.tie_phase`, images on both
         sides of focus needed); ``"random"``: small random phase (``seed``).
     padding : None, "reflect" or "edge"
@@ -1135,13 +1203,26 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         deterministic for a given number of threads; on CUDA deterministic
         algorithms are switched on during the fit (and restored after).
     progress : callable, optional
-        ``progress(iteration, loss)`` after every iteration. A
+        ``progress(iteration, loss)`` after every iteration, those of the race
+        of starts and of the bias-correction replicates included (``iteration``
+        counts within each of them and within the main fit). A
         ``KeyboardInterrupt`` (also one raised by it) ends the fit with the best
         iterate so far, ``interrupted=True`` and a warning.
     optimizer : {"lbfgs", "adam"}
         Optimiser (default L-BFGS).
-    _pyramid : bool
-        Private: allow the coarse pass (the coarse pass itself runs without).
+    bias_correction : "auto" or int
+        Parametric-bootstrap replicates used to correct the bias of the refined
+        optical parameters (defocus, shifts, ``theta_c``, astigmatism, scale)
+        and to estimate their standard errors (see the module docstring). Each
+        replicate costs about one more fit. ``"auto"``:
+        :data:`BOOTSTRAP_REPLICATES` when optical parameters are refined, else
+        0; ``0``: the joint MAP values, uncorrected. The replicates' noise is
+        drawn from ``seed`` (``None``: seed 0, so that repeated calls agree).
+    _pyramid : bool or "always"
+        Private: allow the coarse pass (the coarse pass itself runs without);
+        ``"always"`` also without optical parameters (coarse-to-fine start).
+    _race : bool
+        Private: allow the race of starts of ``init="auto"``.
 
     Returns
     -------
@@ -1198,6 +1279,14 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         lr = _as_float(learning_rate, "learning_rate", "whitened units", positive=True)
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be a callable(iteration, loss), got {progress!r}")
+    if isinstance(bias_correction, str) and bias_correction == "auto":
+        n_boot = None
+    elif (isinstance(bias_correction, (int, np.integer)) and not isinstance(bias_correction, bool)
+          and bias_correction >= 0):
+        n_boot = int(bias_correction)
+    else:
+        raise ValueError(f"bias_correction must be 'auto' or a number of bootstrap replicates "
+                         f">= 0, got {bias_correction!r}")
     tdt = _torch_dtype(dtype)
     dev = _resolve_device(device)
     if "theta_c" in refine and theta_c <= 0:
@@ -1249,6 +1338,47 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                           for a in amps])
 
     # ---------------------------------------------------------------- start point
+    race, race_iterations = None, 0
+    if init == "auto" and initial_phase is None and _race:
+        both_sides = bool(np.any(df < 0) and np.any(df > 0))
+        candidates = ["flat"]
+        if (_pyramid and not any(r in _OPTICAL for r in refine)
+                and min(h, w) // PYRAMID_BINNING >= PYRAMID_MIN_SIZE):
+            candidates.append("coarse-to-fine")
+        if both_sides:
+            candidates.append("tie")
+        if len(candidates) > 1 and max_iterations >= 4 * INIT_RACE_ITERATIONS:
+            race = {}
+            for cand in candidates:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    trial = reconstruct_ad(
+                        imgs, df, pixel_size=pixel, beam_energy=energy, cs=cs,
+                        theta_c=theta_c, defocus_spread=defocus_spread, astigmatism=astig,
+                        astigmatism_angle=math.degrees(astig_angle), refine=refine,
+                        likelihood=likelihood, dose=dose, regularization=beta,
+                        max_iterations=INIT_RACE_ITERATIONS, tolerance=tolerance,
+                        learning_rate=learning_rate, initial_amplitude=initial_amplitude,
+                        init="tie" if cand == "tie" else "flat", padding=padding,
+                        device=dev, dtype=dtype, seed=seed, optimizer=optimizer,
+                        progress=progress, bias_correction=0,
+                        _pyramid="always" if cand == "coarse-to-fine" else _pyramid,
+                        _race=False)
+                stages_run = trial.parameters["stages"]
+                race[cand] = float(stages_run[-1]["loss"] if stages_run
+                                   else min(trial.loss_history, default=math.inf))
+                race_iterations += trial.iterations
+                if trial.interrupted:
+                    trial.parameters["init_race"] = race
+                    trial.parameters["init_race_iterations"] = race_iterations
+                    warnings.warn("AD reconstruction interrupted while choosing the start "
+                                  f"({cand!r}); returning the best iterate so far",
+                                  stacklevel=2)
+                    return trial
+            winner = min(race, key=race.get)
+            if winner == "coarse-to-fine":
+                _pyramid = "always"
+            init = "tie" if winner == "tie" else "flat"
     init_used, tie_info = ("flat" if init == "auto" else init), None
     if initial_phase is not None:
         phase0 = initial_phase - initial_phase.mean()
@@ -1293,12 +1423,15 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         max_iterations=max_iterations, tolerance=tolerance,
         convergence_window=CONVERGENCE_WINDOW, learning_rate=lr, optimizer=optimizer,
         lbfgs_history=LBFGS_HISTORY, preconditioner_floor=PRECONDITIONER_FLOOR,
-        preconditioner_tv=PRECONDITIONER_TV, init=init_used, initial_amplitude=amp_source,
+        preconditioner_tv=PRECONDITIONER_TV,
+        init=("coarse-to-fine" if _pyramid == "always" and init_used == "flat" else init_used),
+        initial_amplitude=amp_source,
         padding=padding, device=str(dev), dtype=str(tdt).replace("torch.", ""), seed=seed,
         reference_image=ref_index,
         noise_sigma=sigma.tolist() if likelihood == "gaussian" else None,
         dose_used=None if likelihood == "gaussian" else np.asarray(dose_n, float).tolist(),
         tie_qc=None if tie_info is None else tie_info.get("qc"),
+        init_race=race, init_race_iterations=race_iterations,
     )
 
     with _deterministic(seed, dev):
@@ -1327,8 +1460,9 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
             "scale": np.ones(n),
         }
 
-        def make_problem(st, ref, mdl):
-            pr = _Problem(data=data_t, weights=weights, likelihood=likelihood, dose=dose_t,
+        def make_problem(st, ref, mdl, data=None):
+            pr = _Problem(data=data_t if data is None else data, weights=weights,
+                          likelihood=likelihood, dose=dose_t,
                           model=mdl, start=st, refine=ref, beta=beta, eps=TV_EPSILON,
                           kappa=JOINT_TV_COUPLING, periodic=padding is None,
                           ref_index=ref_index, device=dev, dtype=tdt)
@@ -1346,7 +1480,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         # where they are far from the phase-wrapping local minima of the full grid
         coarse = None
         b = PYRAMID_BINNING
-        if (_pyramid and optical and init_used == "flat" and min(h, w) // b >= PYRAMID_MIN_SIZE
+        if (_pyramid and (optical or _pyramid == "always") and init_used == "flat"
+                and min(h, w) // b >= PYRAMID_MIN_SIZE
                 and max_iterations >= 10):
             hc, wc = h // b, w // b
             blocks = imgs[:, :hc * b, :wc * b].reshape(n, hc, b, wc, b)
@@ -1373,7 +1508,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                     max_iterations=max(max_iterations // 3, 1),
                     tolerance=STAGE1_TOLERANCE_FACTOR * tolerance, learning_rate=learning_rate,
                     initial_amplitude=camp, padding=padding, device=dev, dtype=dtype,
-                    progress=coarse_progress, optimizer=optimizer, _pyramid=False)
+                    progress=coarse_progress, optimizer=optimizer, bias_correction=0,
+                    _pyramid=False)
             losses += coarse.loss_history
             total_it += coarse.iterations
             evaluations += coarse.parameters["evaluations"]
@@ -1495,6 +1631,29 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                 f"AD reconstruction: the loss became NaN/inf after {total_it} iterations; "
                 f"stopped and returned the best finite iterate", RuntimeWarning, stacklevel=2)
 
+        settings["reduced_chi2"] = _reduced_chi2(make_problem(start, (), model), tens)
+        optical_fitted = tuple(r for r in gradient_refine if r in _OPTICAL)
+        if n_boot is None:
+            n_boot = BOOTSTRAP_REPLICATES if optical_fitted else 0
+        settings["bias_correction"] = None
+        standard_errors = {}
+        if n_boot and optical_fitted and not (interrupted or nonfinite):
+            cur_problem = cur_opt = None  # free the main fit's buffers (state is in start)
+            try:
+                start, boot = _bootstrap(
+                    make_problem, start, gradient_refine, model, n_boot, seed,
+                    likelihood=likelihood, sigma=None if likelihood != "gaussian" else sigma,
+                    dose=None if likelihood == "gaussian" else np.asarray(dose_n, float),
+                    optimiser=dict(method=optimizer, learning_rate=lr, history=LBFGS_HISTORY,
+                                   max_iterations=max_iterations, tolerance=tolerance,
+                                   window=CONVERGENCE_WINDOW, progress=progress), tens=tens)
+                settings["bias_correction"] = boot["record"]
+                standard_errors = boot["standard_errors"]
+            except KeyboardInterrupt:
+                interrupted = True
+                warnings.warn("AD reconstruction: bias correction interrupted; returning the "
+                              "uncorrected optical parameters", stacklevel=2)
+
         phase = start["phase"].to(torch.float64).cpu().numpy()
         phase = phase - phase.mean()
         if start["amplitude"] is None:
@@ -1521,7 +1680,92 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         defocus_spread=float(spread), loss_history=[float(v) for v in losses],
         iterations=total_it, converged=bool(converged), interrupted=interrupted,
         time_s=time.perf_counter() - t_start, refined=fitted,
-        not_identifiable=tuple(not_ident), parameters=settings, device=str(dev))
+        not_identifiable=tuple(not_ident), parameters=settings, device=str(dev),
+        standard_errors=standard_errors)
+
+
+@torch.no_grad()
+def _reduced_chi2(problem, tens):
+    """Misfit per pixel of the fitted images in units of the noise (1 when the
+    model describes the data to the noise level): ``2 * data term`` for the
+    Gaussian likelihood, the deviance per pixel for the Poisson one."""
+    x0 = torch.zeros(problem.size, **tens)
+    phys = problem.physical(x0)
+    return 2.0 * float(problem.data_term(problem.raw_images(phys), phys["scale"]))
+
+
+#: Optical parameters of a ``start`` dict, and whether they are corrected on a
+#: log scale (positive quantities).
+_BOOTSTRAP_KEYS = {"defocus": ("defocus", False), "shifts": ("shifts", False),
+                   "theta_c": ("theta_c", True), "astigmatism": ("astig", False),
+                   "scale": ("scale", True)}
+
+
+def _bootstrap(make_problem, state, refine, model, replicates, seed, *, likelihood, sigma,
+               dose, optimiser, tens):
+    """Parametric-bootstrap bias correction of the refined optical parameters.
+
+    Simulates ``replicates`` data sets from the fitted ``state`` with the noise
+    model of the fit (Gaussian amplitudes with the per-image ``sigma``, or
+    Poisson counts at ``dose``), refits each from that known truth and
+    subtracts the mean deviation. Returns the corrected state and a record.
+    """
+    problem = make_problem(state, refine, model)
+    x0 = torch.zeros(problem.size, **tens)
+    with torch.no_grad():
+        img = problem.images(problem.physical(x0)).to(torch.float64).cpu().numpy()
+    seed = 0 if seed is None else int(seed)  # reproducible by default
+    rng = np.random.default_rng(seed)
+    keys = [k for k in _BOOTSTRAP_KEYS if k in refine]
+    samples = {k: [] for k in keys}
+    iterations = []
+    for _ in range(replicates):
+        if likelihood == "gaussian":
+            sim = np.sqrt(np.clip(img, 0.0, None)) + (
+                np.asarray(sigma, float)[:, None, None] * rng.standard_normal(img.shape))
+        else:
+            sim = rng.poisson(np.clip(img, 0.0, None) * dose[:, None, None]).astype(float)
+        pr = make_problem(state, refine, model, data=torch.as_tensor(sim, **tens))
+        del sim
+        xb = torch.zeros(pr.size, **tens)
+        pr.calibrate(xb)
+        opt = _Optimiser(pr.loss, xb, **optimiser)
+        opt.run()
+        iterations.append(opt.iterations)
+        fit = pr.state(opt.best_x)
+        for k in keys:
+            samples[k].append(np.asarray(fit[_BOOTSTRAP_KEYS[k][0]], float))
+        del pr, opt
+    corrected = dict(state)
+    bias, uncorrected, errors = {}, {}, {}
+    for k in keys:
+        name, log = _BOOTSTRAP_KEYS[k]
+        est = np.asarray(state[name], float)
+        reps = np.stack(samples[k])
+        if log:
+            b = np.log(reps).mean(axis=0) - np.log(est)
+            new = est * np.exp(-b)
+            bias[k] = (est * (np.exp(b) - 1.0)).tolist()
+        else:
+            b = reps.mean(axis=0) - est
+            new = est - b
+            bias[k] = np.asarray(b).tolist()
+        uncorrected[k] = est.tolist()
+        corrected[name] = float(new) if np.ndim(new) == 0 else new
+        if replicates > 1:
+            errors[k] = reps.std(axis=0, ddof=1)
+    if "astigmatism" in errors:  # vector (A cos 2a, A sin 2a) -> magnitude, angle
+        reps = np.stack(samples["astigmatism"])
+        errors["astigmatism_angle"] = np.degrees(
+            0.5 * np.unwrap(np.arctan2(reps[:, 1], reps[:, 0]))).std(ddof=1)
+        errors["astigmatism"] = np.hypot(reps[:, 0], reps[:, 1]).std(ddof=1)
+    errors = {k: (float(v) if np.ndim(v) == 0 else np.asarray(v, float))
+              for k, v in errors.items()}
+    record = dict(method="parametric bootstrap", replicates=int(replicates), seed=seed,
+                  iterations=iterations, bias=bias, uncorrected=uncorrected,
+                  standard_errors={k: (v if np.ndim(v) == 0 else np.asarray(v).tolist())
+                                   for k, v in errors.items()})
+    return corrected, dict(record=record, standard_errors=errors)
 
 
 def _upsample(a, b, shape):

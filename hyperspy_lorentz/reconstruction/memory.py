@@ -4,10 +4,13 @@ A reconstruction works on one focal series at a time; its peak memory is set by
 the image size ``H x W``, the number of images ``N``, the method and, for AD, the
 parameters refined, the precision and the padding. The coefficients were
 measured as the peak resident memory *added* by one reconstruction (``VmHWM``
-minus ``VmRSS`` just before it, the input images already in memory) on CPU; the
-AD estimate is the kernel's own,
-:func:`hyperspy_lorentz.reconstruction.ad.estimate_memory`, and the TIE's is
-measured below (``benchmarks/bench_scale.py --memory-table`` re-measures both).
+minus ``VmRSS`` just before it, the input images already in memory) on CPU. The
+AD estimate *is* the kernel's own,
+:func:`hyperspy_lorentz.reconstruction.ad.estimate_memory` (one formula, with the
+padded grid of :class:`~hyperspy_lorentz.physics.forward.ForwardModel`; its
+coefficients :data:`~hyperspy_lorentz.reconstruction.ad.MEMORY_COEFFICIENTS`
+are re-measured by ``benchmarks/bench_ad.py --memory-only``), and the TIE's is
+measured below (``benchmarks/bench_scale.py --memory-table``).
 Estimates include a 20 % margin: they tell a reconstruction that will fit from
 one that will not, not the last megabyte.
 
@@ -43,7 +46,7 @@ def _shape(shape):
     return h, w
 
 
-def estimate_memory(shape, n_images, method, refine=(), dtype="float32", padding=None):
+def estimate_memory(shape, n_images, method, refine=None, dtype="float32", padding=None):
     """Estimate the peak memory of one focal-series reconstruction.
 
     Parameters
@@ -54,18 +57,23 @@ def estimate_memory(shape, n_images, method, refine=(), dtype="float32", padding
         Number of images in the series.
     method : {"ad", "tie", "sitie"}
         The reconstruction method.
-    refine : sequence of str
-        AD: the experimental parameters refined (``"defocus"``, ``"shifts"``,
-        ``"theta_c"``, ``"astigmatism"``, ``"scale"``, ``"amplitude"``). Refining
-        optical parameters keeps the image spectra for their gradients.
+    refine : sequence of str or None
+        AD: the parameters refined (``"amplitude"``, ``"defocus"``, ``"shifts"``,
+        ``"theta_c"``, ``"astigmatism"``, ``"scale"``). ``None`` (default): those
+        :func:`~hyperspy_lorentz.reconstruction.ad.reconstruct_ad` refines by
+        default (:data:`~hyperspy_lorentz.reconstruction.ad.DEFAULT_REFINE`);
+        ``()``: none. Refining optical parameters keeps the image spectra for
+        their gradients and runs the bootstrap bias correction.
     dtype : str or numpy dtype
         AD: working precision, ``"float32"`` (default) or ``"float64"`` (twice
         the memory). The TIE always works in float64.
     padding : None, str or bool
         AD: the forward model's padding (``None``, ``"reflect"``, ``"edge"``;
-        a quarter of the image each side). TIE: the mirror padding of the
-        ``symmetric`` solver, ``None`` or ``True`` (default, mirror padding to
-        ``2H x 2W``) or ``False``.
+        a quarter of the image, rounded up, each side, and the padded size
+        rounded up to a 2,3,5,7-smooth number, as
+        :class:`~hyperspy_lorentz.physics.forward.ForwardModel` pads). TIE: the
+        mirror padding of the ``symmetric`` solver, ``None`` or ``True``
+        (default, mirror padding to ``2H x 2W``) or ``False``.
 
     Returns
     -------
@@ -85,9 +93,10 @@ def estimate_memory(shape, n_images, method, refine=(), dtype="float32", padding
         per_px = _TIE_FIXED[symmetric] + _TIE_PER_IMAGE * n_eff
         return int(math.ceil(MARGIN * per_px * h * w))
     # AD: the kernel's own estimate (measured with the forward model it uses)
-    from hyperspy_lorentz.reconstruction.ad import estimate_memory as ad_estimate
+    from hyperspy_lorentz.reconstruction import ad
 
-    return int(ad_estimate((h, w), n, refine=tuple(refine or ()), dtype=dtype, padding=padding))
+    refine = ad.DEFAULT_REFINE if refine is None else tuple(refine)
+    return int(ad.estimate_memory((h, w), n, refine=refine, dtype=dtype, padding=padding))
 
 
 def available_memory():
@@ -130,7 +139,7 @@ def _fmt(nbytes):
     return f"{gib:.1f} GiB" if gib >= 1 else f"{nbytes / 2**20:.0f} MiB"
 
 
-def check_memory(shape, n_images, method, refine=(), dtype="float32", padding=None, *,
+def check_memory(shape, n_images, method, refine=None, dtype="float32", padding=None, *,
                  n_series=1, extra=0, available=None, device=None):
     """Raise a ValueError when a reconstruction will not fit in memory.
 

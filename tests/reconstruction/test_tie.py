@@ -92,9 +92,15 @@ def test_analytic_strip_known_laplacian(sim, symmetric):
     df = 400.0
     didz = -(sim.wavelength / (2 * np.pi)) * lap  # -(2 pi / lambda) dI/ddf = lap
     imgs = np.stack([1 - df * didz, 1 + df * didz])
-    phase, _ = tie_phase(imgs, [-df, df], PX, sim.wavelength, symmetric=symmetric)
+    # the solver itself: qc well below the lowest frequency (0.013 of 1/(2 N px))
+    phase, _ = tie_phase(imgs, [-df, df], PX, sim.wavelength, qc=1e-5, symmetric=symmetric)
     assert phase_accuracy(phase, phi) > 0.9999
     np.testing.assert_allclose(phase, phi - phi.mean(), atol=5e-3)
+    # the default: the band reaches the top and bottom edges, so the boundary
+    # floor of qc applies (here needlessly: no phase gradient crosses the frame)
+    default, info = tie_phase(imgs, [-df, df], PX, sim.wavelength, symmetric=symmetric)
+    assert 0.2 / (2 * N * PX) < info["qc"] <= 1.0 / (2 * N * PX)
+    assert phase_accuracy(default, phi) > 0.99
 
 
 def test_mirror_padding_removes_boundary_artefacts(sim):
@@ -266,6 +272,46 @@ def test_default_qc_with_noise(sim, rng):
     assert 0 < info_clean["qc"] < 0.2 * info["qc"]
     _, info_zero = tie_phase(clean, dfs, PX, sim.wavelength, noise_level=0.0)
     assert info_zero["qc"] == pytest.approx(0.01 / (2 * N * PX))
+
+
+def _cropped_bumps(sim, dfs):
+    """Noise-free series of a field of bumps (+-0.5..1 rad, sigma 40 nm) that
+    fills a 256 x 256 px frame, propagated by the oracle and cropped to the
+    central 128 x 128 px: structure crosses every edge of the field of view,
+    as in an experiment (no periodic or mirror boundary holds)."""
+    big = 2 * N
+    gen = np.random.default_rng(3)
+    centres = gen.uniform(-600.0, 600.0, (40, 2))
+    signs = gen.choice([-1.0, 1.0], 40) * gen.uniform(0.5, 1.0, 40)
+    phi = sum(s * sim.gaussian(n=big, amplitude=1.0, sigma=40.0, center=tuple(c))
+              for c, s in zip(centres, signs))
+    crop = (slice(N // 2, N // 2 + N),) * 2
+    imgs = sim.series(phi, dfs)[(slice(None),) + crop]
+    return imgs, phi[crop]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_default_qc_noise_free_structure_across_the_frame(sim, symmetric):
+    """The boundary floor of the default qc: noise-free data whose structure
+    crosses the frame edges. The Wiener rule alone gives qc ~ 0.01 / (2 N px)
+    (no noise), and the boundary errors, amplified as 1/q^2, dominate: accuracy
+    0.56 (symmetric=True) and 0.79 (False) with that rule alone; with the floor,
+    1 / (2 N px) here, 0.84 and 0.86."""
+    dfs = [-5000.0, 0.0, 5000.0]
+    imgs, phi = _cropped_bumps(sim, dfs)
+    phase, info = tie_phase(imgs, dfs, PX, sim.wavelength, symmetric=symmetric)
+    assert info["qc"] == pytest.approx(1.0 / (2 * N * PX), rel=0.05)
+    acc = phase_accuracy(phase, phi)
+    assert acc > 0.8
+    # the bare Wiener qc of noise-free data is far worse
+    tiny, _ = tie_phase(imgs, dfs, PX, sim.wavelength, symmetric=symmetric,
+                        qc=0.01 / (2 * N * PX))
+    assert acc > phase_accuracy(tiny, phi) + 0.05
+    # and the floor is near the best qc for these data
+    scan = [phase_accuracy(tie_phase(imgs, dfs, PX, sim.wavelength, symmetric=symmetric,
+                                     qc=f / (2 * N * PX))[0], phi)
+            for f in (0.25, 0.5, 1.0, 2.0, 4.0)]
+    assert acc > max(scan) - 0.05
 
 
 def test_explicit_qc_is_used(sim):

@@ -100,3 +100,42 @@ def test_non_finite_pixels_refused_and_data_kept(series):
     with pytest.raises(ValueError, match="non-finite"):
         s.reconstruct_phase(method="ad")
     np.testing.assert_array_equal(s.data, before)
+
+
+def test_refined_defocus_records_bootstrap_errors_per_series(series):
+    """Refined optical parameters carry their bootstrap standard errors and the
+    uncorrected (joint MAP) values, per series of a series of series."""
+    stack = hs.stack([series, series], new_axis_name="field")
+    stack.set_signal_type("lorentz_focal_series")
+    out = stack.reconstruct_phase(method="ad", refine=("amplitude", "defocus"), max_iterations=30,
+                                  seed=0, show_progressbar=False)
+    rec = out.metadata.Signal.Reconstruction
+    assert np.asarray(rec.bias_correction_replicates).tolist() == [2, 2]
+    se = np.asarray(rec.defocus_standard_error)
+    assert se.shape == (2, 3) and np.all(np.isfinite(se)) and np.all(se > 0)
+    unc = np.asarray(rec.defocus_uncorrected)
+    assert unc.shape == (2, 3)
+    assert not np.allclose(unc, rec.defocus, rtol=0, atol=1e-6)  # the correction was applied
+    # both positions hold the same data: same fit, same seed, same correction
+    np.testing.assert_allclose(rec.defocus[0], rec.defocus[1], rtol=1e-6)
+    np.testing.assert_allclose(rec.defocus, [[-20000, 0, 20000]] * 2, atol=0.05 * 20000)
+
+
+def test_bootstrap_info_reports_astigmatism_as_magnitude_and_angle():
+    """The solver corrects the astigmatism vector (A cos 2a, A sin 2a); the metadata
+    holds magnitude (nm) and angle (degrees), like ``astigmatism``."""
+    from types import SimpleNamespace
+
+    from hyperspy_lorentz.signals._ad import _bootstrap_info
+
+    fake = SimpleNamespace(
+        parameters={"bias_correction": {"replicates": 2, "uncorrected": {
+            "astigmatism": [0.0, 10.0], "defocus": [-1000.0, 1000.0]}}},
+        standard_errors={"astigmatism": 0.5, "defocus": np.array([3.0, 4.0])})
+    info = _bootstrap_info(fake)
+    assert info["bias_correction_replicates"] == 2
+    assert info["astigmatism_uncorrected"] == pytest.approx(10.0)
+    assert info["astigmatism_angle_uncorrected"] == pytest.approx(45.0)  # 2a = 90 degrees
+    np.testing.assert_array_equal(info["defocus_uncorrected"], [-1000.0, 1000.0])
+    np.testing.assert_array_equal(info["defocus_standard_error"], [3.0, 4.0])
+    assert _bootstrap_info(SimpleNamespace(parameters={"bias_correction": None})) == {}

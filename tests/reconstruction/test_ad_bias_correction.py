@@ -1,0 +1,127 @@
+"""Parametric-bootstrap bias correction of the refined optical parameters (ad.py).
+
+The oracle is the known defocus of simulated series: the joint MAP estimate of
+the defocus with a refined amplitude is biased at 10 % noise (a Neyman-Scott
+problem, see the module docstring of ad.py); the bootstrap must bring it closer
+to the truth.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from hyperspy_lorentz.physics.forward import simulate_images
+from hyperspy_lorentz.reconstruction import ad as ad_mod
+from hyperspy_lorentz.reconstruction.ad import reconstruct_ad
+
+PIX = 5.0  # nm
+KEV = 200.0
+MM = 1e6  # nm
+DF = np.array([-1.6, 1.6]) * MM
+
+
+def islands(n=128):
+    """Soft-edged discs with phase ramps (rad) and a 5 % darker amplitude inside."""
+    y, x = np.mgrid[:n, :n].astype(float)
+    phase, amp = np.zeros((n, n)), np.ones((n, n))
+    s = n / 128.0
+    for cy, cx, r, ang in ((40, 45, 18, 0.3), (85, 80, 22, 2.0), (40, 100, 10, 4.0)):
+        cy, cx, r = cy * s, cx * s, r * s
+        inside = 0.5 * (1.0 + np.tanh((r - np.hypot(y - cy, x - cx)) / 1.0))
+        phase += inside * (1.5 + 0.08 * ((x - cx) * np.cos(ang) + (y - cy) * np.sin(ang)))
+        amp -= 0.05 * inside
+    return phase, amp
+
+
+@pytest.fixture(scope="module")
+def clean():
+    phase, amp = islands()
+    return simulate_images(phase, amp, DF, PIX, KEV)
+
+
+def _noisy(clean, seed, s=0.10):
+    return np.random.default_rng(seed).normal(clean, s * clean)
+
+
+def _fit(images, **kw):
+    kw.setdefault("refine", ("amplitude", "defocus"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reconstruct_ad(images, DF * np.array([1.03, 0.97]), pixel_size=PIX,
+                              beam_energy=KEV, seed=0, **kw)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bias_correction_brings_defocus_closer_to_truth(clean, seed):
+    res = _fit(_noisy(clean, seed))
+    rec = res.parameters["bias_correction"]
+    assert rec["replicates"] == ad_mod.BOOTSTRAP_REPLICATES
+    before = np.asarray(rec["uncorrected"]["defocus"]) / DF - 1.0
+    after = res.defocus / DF - 1.0
+    # the premise: the joint MAP is measurably biased here (toward a smaller |df|)
+    assert before[1] < -0.01
+    assert np.mean(np.abs(after)) < 0.6 * np.mean(np.abs(before))
+    assert np.max(np.abs(after)) < 0.01
+
+
+def test_bias_correction_record_is_consistent_and_can_be_switched_off(clean):
+    images = _noisy(clean, 1)
+    off = _fit(images, bias_correction=0)
+    on = _fit(images, bias_correction=3)
+    assert off.parameters["bias_correction"] is None
+    assert off.standard_errors == {}
+    rec = on.parameters["bias_correction"]
+    assert rec["replicates"] == 3 and len(rec["iterations"]) == 3
+    # the main fit is the same; the correction is the recorded bias subtracted
+    np.testing.assert_allclose(rec["uncorrected"]["defocus"], off.defocus, rtol=1e-9)
+    np.testing.assert_allclose(on.defocus, off.defocus - np.asarray(rec["bias"]["defocus"]),
+                               rtol=1e-9)
+    np.testing.assert_array_equal(on.phase, off.phase)
+    se = on.standard_errors["defocus"]
+    assert se.shape == (2,) and np.all(np.isfinite(se)) and np.all(se > 0)
+    assert rec["standard_errors"]["defocus"] == pytest.approx(se.tolist())
+
+
+def test_no_bootstrap_without_optical_parameters(clean):
+    res = _fit(_noisy(clean, 1), refine=("amplitude",), max_iterations=30)
+    assert res.parameters["bias_correction"] is None
+    assert res.standard_errors == {}
+
+
+def test_one_replicate_corrects_but_gives_no_standard_error(clean):
+    res = _fit(_noisy(clean, 1), bias_correction=1)
+    assert res.parameters["bias_correction"]["replicates"] == 1
+    assert res.standard_errors == {}
+
+
+def test_poisson_likelihood_bootstraps_counts(clean):
+    dose = 200.0  # electrons per pixel
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(clean / clean.mean(axis=(1, 2), keepdims=True) * dose).astype(float)
+    res = _fit(counts, likelihood="poisson", dose=dose)
+    rec = res.parameters["bias_correction"]
+    assert rec["replicates"] == ad_mod.BOOTSTRAP_REPLICATES
+    before = np.asarray(rec["uncorrected"]["defocus"]) / DF - 1.0
+    after = res.defocus / DF - 1.0
+    assert np.mean(np.abs(after)) <= np.mean(np.abs(before))
+    assert np.max(np.abs(after)) < 0.01
+
+
+def test_shifts_and_log_scaled_parameters_are_corrected_in_their_own_space(clean):
+    """Scale is positive: corrected multiplicatively (stays positive); shifts keep the
+    reference image at exactly zero."""
+    res = _fit(_noisy(clean, 2), refine=("amplitude", "shifts", "scale"), max_iterations=80)
+    rec = res.parameters["bias_correction"]
+    assert set(rec["bias"]) == {"shifts", "scale"}
+    np.testing.assert_array_equal(res.shifts[res.parameters["reference_image"]], 0.0)
+    unc, bias = np.asarray(rec["uncorrected"]["scale"]), np.asarray(rec["bias"]["scale"])
+    # log-space correction: s_c = s / exp(b_log) with s exp(b_log) = s + bias
+    np.testing.assert_allclose(res.scale, unc**2 / (unc + bias), rtol=1e-9)
+    assert np.all(res.scale > 0)
+
+
+@pytest.mark.parametrize("value", ["yes", -1, True, 1.5])
+def test_bad_bias_correction_option(clean, value):
+    with pytest.raises(ValueError, match="bias_correction"):
+        _fit(clean, bias_correction=value)
