@@ -61,7 +61,7 @@ def test_bias_correction_brings_defocus_closer_to_truth(clean, seed):
     after = res.defocus / DF - 1.0
     # the premise: the joint MAP is measurably biased here (toward a smaller |df|)
     assert before[1] < -0.01
-    assert np.mean(np.abs(after)) < 0.6 * np.mean(np.abs(before))
+    assert np.mean(np.abs(after)) < 0.7 * np.mean(np.abs(before))
     assert np.max(np.abs(after)) < 0.01
 
 
@@ -74,9 +74,12 @@ def test_bias_correction_record_is_consistent_and_can_be_switched_off(clean):
     rec = on.parameters["bias_correction"]
     assert rec["replicates"] == 3 and len(rec["iterations"]) == 3
     # the main fit is the same; the correction is the recorded bias subtracted
+    # where it stands out of its own noise
     np.testing.assert_allclose(rec["uncorrected"]["defocus"], off.defocus, rtol=1e-9)
-    np.testing.assert_allclose(on.defocus, off.defocus - np.asarray(rec["bias"]["defocus"]),
-                               rtol=1e-9)
+    applied = np.asarray(rec["applied"]["defocus"])
+    assert applied.any()
+    np.testing.assert_allclose(
+        on.defocus, off.defocus - applied * np.asarray(rec["bias"]["defocus"]), rtol=1e-9)
     np.testing.assert_array_equal(on.phase, off.phase)
     se = on.standard_errors["defocus"]
     assert se.shape == (2,) and np.all(np.isfinite(se)) and np.all(se > 0)
@@ -91,8 +94,26 @@ def test_no_bootstrap_without_optical_parameters(clean):
 
 def test_one_replicate_corrects_but_gives_no_standard_error(clean):
     res = _fit(_noisy(clean, 1), bias_correction=1)
-    assert res.parameters["bias_correction"]["replicates"] == 1
+    rec = res.parameters["bias_correction"]
+    assert rec["replicates"] == 1
     assert res.standard_errors == {}
+    assert all(rec["applied"]["defocus"])  # no noise estimate: always applied
+
+
+def test_insignificant_bias_estimate_is_not_applied(clean):
+    """A clean series: the bias estimate is within its own noise for some
+    parameters; those keep their fitted value."""
+    res = _fit(_noisy(clean, 1, s=0.01), refine=("amplitude", "defocus", "shifts"))
+    rec = res.parameters["bias_correction"]
+    for name in ("defocus", "shifts"):
+        applied = np.asarray(rec["applied"][name])
+        unc = np.asarray(rec["uncorrected"][name])
+        got = res.defocus if name == "defocus" else res.shifts
+        np.testing.assert_array_equal(got[~applied], unc[~applied])
+    se_mean = np.asarray(rec["standard_errors"]["shifts"]) / np.sqrt(rec["replicates"])
+    bias = np.abs(np.asarray(rec["bias"]["shifts"]))
+    np.testing.assert_array_equal(np.asarray(rec["applied"]["shifts"]),
+                                  bias > ad_mod.BOOTSTRAP_SIGNIFICANCE * se_mean)
 
 
 def test_poisson_likelihood_bootstraps_counts(clean):
@@ -116,8 +137,10 @@ def test_shifts_and_log_scaled_parameters_are_corrected_in_their_own_space(clean
     assert set(rec["bias"]) == {"shifts", "scale"}
     np.testing.assert_array_equal(res.shifts[res.parameters["reference_image"]], 0.0)
     unc, bias = np.asarray(rec["uncorrected"]["scale"]), np.asarray(rec["bias"]["scale"])
+    applied = np.asarray(rec["applied"]["scale"])
     # log-space correction: s_c = s / exp(b_log) with s exp(b_log) = s + bias
-    np.testing.assert_allclose(res.scale, unc**2 / (unc + bias), rtol=1e-9)
+    np.testing.assert_allclose(res.scale, np.where(applied, unc**2 / (unc + bias), unc),
+                               rtol=1e-9)
     assert np.all(res.scale > 0)
 
 
