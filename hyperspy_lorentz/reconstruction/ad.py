@@ -146,6 +146,12 @@ import torch
 
 from hyperspy_lorentz.physics import optics
 from hyperspy_lorentz.physics.forward import ForwardModel, _next_fast_len
+from hyperspy_lorentz.reconstruction._torch_common import (
+    _as_float,
+    _resolve_device,
+    _torch_dtype,
+    _tv,
+)
 
 __all__ = [
     "ADResult",
@@ -345,14 +351,6 @@ def _padded_shape(h, w, padding):
     return _next_fast_len(h + 2 * py), _next_fast_len(w + 2 * px)
 
 
-def _torch_dtype(dtype):
-    if dtype in (torch.float32, np.float32) or str(dtype) in ("float32", "single"):
-        return torch.float32
-    if dtype in (torch.float64, np.float64) or str(dtype) in ("float64", "double"):
-        return torch.float64
-    raise ValueError(f"dtype must be 'float32' (default) or 'float64', got {dtype!r}")
-
-
 def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", padding=None):
     """Estimate the peak memory added by :func:`reconstruct_ad`.
 
@@ -425,31 +423,6 @@ def _check_memory(shape, n, refine, dtype, padding, device):
 
 
 # ============================================================================ checks
-def _resolve_device(device):
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-                         ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA device; use "
-                         f"device='cpu' or 'auto'")
-    return dev
-
-
-def _as_float(value, name, unit, positive=False, nonneg=False):
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number ({unit}), got {value!r}") from None
-    if not math.isfinite(f) or (positive and f <= 0) or (nonneg and f < 0):
-        cond = " and > 0" if positive else (" and >= 0" if nonneg else "")
-        raise ValueError(f"{name} must be finite{cond} ({unit}), got {value!r}")
-    return f
-
-
 def _check_images(images, defocus):
     imgs = np.asarray(images)
     if imgs.dtype == object or not (np.issubdtype(imgs.dtype, np.number)
@@ -525,84 +498,6 @@ def _estimate_noise(a):
     k = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
     r = ndimage.convolve(a, k, mode="reflect")[1:-1, 1:-1]
     return float(np.median(np.abs(r)) / 0.6745 / 6.0)
-
-
-def _diff(f, periodic):
-    """Forward differences ``(gy, gx)``; periodic, or zero on the last row/column."""
-    gy = torch.empty_like(f)
-    gx = torch.empty_like(f)
-    if periodic:
-        gy[1:] = f[1:] - f[:-1]
-        gy[:1] = f[:1] - f[-1:]
-        gx[:, 1:] = f[:, 1:] - f[:, :-1]
-        gx[:, :1] = f[:, :1] - f[:, -1:]
-    else:
-        gy[:-1] = f[1:] - f[:-1]
-        gy[-1:] = 0.0
-        gx[:, :-1] = f[:, 1:] - f[:, :-1]
-        gx[:, -1:] = 0.0
-    return gy, gx
-
-
-def _diff_adjoint(uy, ux, periodic):
-    """Adjoint of :func:`_diff` applied to ``(uy, ux)``."""
-    out = torch.empty_like(uy)
-    if periodic:
-        out[:-1] = uy[:-1] - uy[1:]
-        out[-1:] = uy[-1:] - uy[:1]
-        out[:, :-1] += ux[:, :-1] - ux[:, 1:]
-        out[:, -1:] += ux[:, -1:] - ux[:, :1]
-    else:
-        out.zero_()
-        out[1:] += uy[:-1]
-        out[:-1] -= uy[:-1]
-        out[:, 1:] += ux[:, :-1]
-        out[:, :-1] -= ux[:, :-1]
-    return out
-
-
-class _TV(torch.autograd.Function):
-    """Smoothed isotropic (joint) total variation with an analytic gradient.
-
-    ``sum sqrt(|D f|^2 + kappa^2 |D g|^2 + eps^2) - eps``; ``g`` may be None.
-    """
-
-    @staticmethod
-    def forward(ctx, f, g, eps, kappa, periodic):
-        gy, gx = _diff(f, periodic)
-        s = gy * gy
-        s.addcmul_(gx, gx).add_(eps * eps)
-        if g is not None:
-            hy, hx = _diff(g, periodic)
-            s.addcmul_(hy, hy, value=kappa * kappa).addcmul_(hx, hx, value=kappa * kappa)
-        s.sqrt_()
-        value = (s.sum() - eps * s.numel()).reshape(())
-        inv = s.reciprocal_()
-        gy.mul_(inv)
-        gx.mul_(inv)
-        if g is not None:
-            hy.mul_(inv).mul_(kappa * kappa)
-            hx.mul_(inv).mul_(kappa * kappa)
-            ctx.save_for_backward(gy, gx, hy, hx)
-        else:
-            ctx.save_for_backward(gy, gx)
-        ctx.periodic = periodic
-        ctx.has_g = g is not None
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        gf = _diff_adjoint(saved[0], saved[1], ctx.periodic).mul_(grad)
-        gg = None
-        if ctx.has_g and ctx.needs_input_grad[1]:
-            gg = _diff_adjoint(saved[2], saved[3], ctx.periodic).mul_(grad)
-        return gf, gg, None, None, None
-
-
-def _tv(f, eps, periodic, g=None, kappa=0.0):
-    """Smoothed isotropic total variation of ``f`` (joint with ``g``), summed."""
-    return _TV.apply(f, g, float(eps), float(kappa), bool(periodic))
 
 
 @contextlib.contextmanager

@@ -128,7 +128,13 @@ import torch
 
 from hyperspy_lorentz.physics import optics
 from hyperspy_lorentz.physics.forward import ForwardModel, _next_fast_len
-from hyperspy_lorentz.reconstruction.ad import ADResult, _resolve_device
+from hyperspy_lorentz.reconstruction._torch_common import (
+    _as_float,
+    _resolve_device,
+    _torch_dtype,
+    _tv,
+)
+from hyperspy_lorentz.reconstruction.ad import ADResult
 from hyperspy_lorentz.reconstruction.tie import estimate_noise, sitie_phase
 
 __all__ = [
@@ -179,19 +185,6 @@ _PRIORS = ("tv",)
 
 
 # ============================================================================ checks
-def _number(value, name, unit, *, positive=False, nonneg=False, fix=""):
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a number ({unit}), got {value!r}")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a single number ({unit}), got {value!r}{fix}") from None
-    if not math.isfinite(f) or (positive and f <= 0) or (nonneg and f < 0):
-        cond = "a positive" if positive else ("a non-negative" if nonneg else "a")
-        raise ValueError(f"{name} must be {cond} finite number ({unit}), got {value!r}{fix}")
-    return f
-
-
 def _check_image(image, likelihood):
     img = np.asarray(image)
     if img.dtype == object or not (np.issubdtype(img.dtype, np.number)
@@ -230,23 +223,14 @@ def _check_image(image, likelihood):
 def _check_defocus(defocus):
     if isinstance(defocus, (list, tuple, np.ndarray)) and np.size(defocus) == 1:
         defocus = np.asarray(defocus).reshape(()).item()  # a length-1 defocus axis
-    d = _number(defocus, "defocus", "nm, positive = overfocus",
-                fix="; single-image AD needs the defocus of the one image")
+    d = _as_float(defocus, "defocus", "nm, positive = overfocus",
+                  fix="; single-image AD needs the defocus of the one image")
     if d == 0:
         raise ValueError(
             "defocus is 0: an in-focus image of a uniform-amplitude specimen shows no "
             "magnetic contrast; pass the (nonzero) defocus of the image in nm, positive "
             "for overfocus")
     return d
-
-
-def _torch_dtype(dtype):
-    name = str(dtype).replace("torch.", "")
-    if dtype is np.float32 or name in ("float32", "single", "<class 'numpy.float32'>"):
-        return torch.float32
-    if dtype is np.float64 or name in ("float64", "double", "<class 'numpy.float64'>"):
-        return torch.float64
-    raise ValueError(f"dtype must be 'float32' (default) or 'float64', got {dtype!r}")
 
 
 # ============================================================================ helpers
@@ -291,13 +275,6 @@ def canvas_padding(shape, pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01
         spread = lam * abs(defocus) * q_max / p
         out.append(int(min(max(math.ceil(spread), 4), max(max(h, w) // 2, 4))))
     return tuple(out)
-
-
-def _tv(f, eps):
-    """Smoothed isotropic TV, ``sum sqrt(|grad f|^2 + eps^2) - eps`` (periodic)."""
-    gy = f - torch.roll(f, 1, 0)
-    gx = f - torch.roll(f, 1, 1)
-    return (torch.sqrt(gy * gy + gx * gx + eps * eps) - eps).sum()
 
 
 def _preconditioner(shape, pixel, wavelength, df, cs, theta_c, spread, *, weight, coverage,
@@ -370,7 +347,7 @@ class _Objective:
             r = torch.sqrt(img + 1e-6) - self.data
             loss = 0.5 * self.weight * (r * r).sum() / self.m
         if self.beta > 0:
-            loss = loss + (self.beta / self.m) * _tv(phi, self.eps)
+            loss = loss + (self.beta / self.m) * _tv(phi, self.eps, periodic=True)
         if self.ridge > 0:
             d = phi - phi.mean()
             loss = loss + (self.ridge / self.m) * (d * d).sum()
@@ -546,9 +523,9 @@ def reconstruct_single_image(image, defocus, *, pixel_size, beam_energy, cs=1.0,
                          f"(py, px) pair") from None
     energy = optics._check_beam_energy(beam_energy)
     wl = optics.wavelength(energy)
-    cs = _number(cs, "cs", "mm")
-    theta_c = _number(theta_c, "theta_c", "mrad", nonneg=True)
-    defocus_spread = _number(defocus_spread, "defocus_spread", "nm", nonneg=True)
+    cs = _as_float(cs, "cs", "mm")
+    theta_c = _as_float(theta_c, "theta_c", "mrad", nonneg=True)
+    defocus_spread = _as_float(defocus_spread, "defocus_spread", "nm", nonneg=True)
     if init not in _INITS:
         raise ValueError(f"init must be 'sitie' or 'flat', got {init!r}")
     if prior not in _PRIORS:
@@ -559,7 +536,7 @@ def reconstruct_single_image(image, defocus, *, pixel_size, beam_energy, cs=1.0,
             or int(max_iterations) < 0:
         raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
     max_iterations = int(max_iterations)
-    tolerance = _number(tolerance, "tolerance", "relative", nonneg=True)
+    tolerance = _as_float(tolerance, "tolerance", "relative", nonneg=True)
     if regularization is None:
         beta = 0.0
     elif isinstance(regularization, str):
@@ -568,8 +545,8 @@ def reconstruct_single_image(image, defocus, *, pixel_size, beam_energy, cs=1.0,
                              f"{regularization!r}")
         beta = None  # TV_RATE / g, resolved from the SITIE phase
     else:
-        beta = _number(regularization, "regularization", "1/rad", nonneg=True)
-    lr = DEFAULT_LEARNING_RATE if learning_rate is None else _number(
+        beta = _as_float(regularization, "regularization", "1/rad", nonneg=True)
+    lr = DEFAULT_LEARNING_RATE if learning_rate is None else _as_float(
         learning_rate, "learning_rate", "whitened units", positive=True)
     if progress is not None and not callable(progress):
         raise ValueError("progress must be a callable progress(iteration, loss) or None")
@@ -577,7 +554,7 @@ def reconstruct_single_image(image, defocus, *, pixel_size, beam_energy, cs=1.0,
         if likelihood != "poisson":
             raise ValueError("dose is only used with likelihood='poisson'; leave it None for "
                              "likelihood='gaussian'")
-        dose = _number(dose, "dose", "mean electrons per pixel", positive=True)
+        dose = _as_float(dose, "dose", "mean electrons per pixel", positive=True)
     tdt = _torch_dtype(dtype)
     dev = _resolve_device(device)
 
