@@ -152,6 +152,7 @@ from hyperspy_lorentz.reconstruction._torch_common import (
     _torch_dtype,
     _tv,
 )
+from hyperspy_lorentz.reconstruction.tie import estimate_noise
 
 __all__ = [
     "ADResult",
@@ -161,6 +162,10 @@ __all__ = [
     "DEFAULT_REFINE",
     "DEFAULT_TV_WEIGHT",
     "MEMORY_COEFFICIENTS",
+    "NOISE_FLOOR",
+    "BOOTSTRAP_REPLICATES",
+    "BOOTSTRAP_SIGNIFICANCE",
+    "INIT_RACE_ITERATIONS",
 ]
 
 #: Parameters that can be refined besides the phase.
@@ -491,15 +496,6 @@ def _check_refine(refine):
 
 
 # ============================================================================ helpers
-def _estimate_noise(a):
-    """Robust white-noise estimate of an (H, W) array (Immerkaer 1996)."""
-    from scipy import ndimage
-
-    k = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
-    r = ndimage.convolve(a, k, mode="reflect")[1:-1, 1:-1]
-    return float(np.median(np.abs(r)) / 0.6745 / 6.0)
-
-
 @contextlib.contextmanager
 def _deterministic(seed, device):
     """Seeded torch RNG and, on CUDA, deterministic algorithms; global state restored.
@@ -1246,7 +1242,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     if likelihood == "gaussian":
         amps = np.sqrt(np.clip(norm, 0.0, None), dtype=np.float32 if tdt == torch.float32
                        else np.float64)
-        sigma_estimated = np.array([_estimate_noise(a.astype(np.float64)) for a in amps])
+        sigma_estimated = np.array([estimate_noise(a.astype(np.float64)) for a in amps])
         sigma = np.maximum(sigma_estimated, NOISE_FLOOR)
 
     # ---------------------------------------------------------------- start point
