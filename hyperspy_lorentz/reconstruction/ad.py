@@ -1379,6 +1379,22 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
             pr.build_preconditioners(wl, cs, mdl.defocus_spread, pixel)
             return pr
 
+        def stage_options(budget, tol):
+            return dict(method=optimizer, learning_rate=lr, history=LBFGS_HISTORY,
+                        max_iterations=budget, tolerance=tol, window=CONVERGENCE_WINDOW,
+                        progress=progress, offset=total_it)
+
+        def finish_stage(problem, opt, refined, tol):
+            """Account a finished stage; return its best state."""
+            nonlocal total_it, evaluations, converged, nonfinite
+            losses.extend(opt.losses)
+            total_it += opt.iterations
+            evaluations += opt.evaluations
+            converged, nonfinite = opt.converged, opt.nonfinite
+            stage_info.append(dict(refine=refined, iterations=opt.iterations,
+                                   converged=opt.converged, loss=opt.best_loss, tolerance=tol))
+            return problem.state(opt.best_x)
+
         fitted = refine
         gradient_refine = tuple(r for r in refine if r != "defocus_spread")
         optical = tuple(r for r in gradient_refine if r in _OPTICAL)
@@ -1477,24 +1493,12 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                     gradient_refine = tuple(r for r in fitted if r != "defocus_spread")
                     ref = gradient_refine
                 cur_problem, cur_opt = make_problem(start, ref, model), None
-                x0 = torch.zeros(cur_problem.size, **tens)
-                cur_problem.calibrate(x0)
                 budget = max_iterations - total_it
                 if cap is not None:
                     budget = min(budget, cap)
-                cur_opt = _Optimiser(cur_problem.loss, x0, method=optimizer, learning_rate=lr,
-                                     history=LBFGS_HISTORY, max_iterations=budget,
-                                     tolerance=tol, window=CONVERGENCE_WINDOW,
-                                     progress=progress, offset=total_it)
+                cur_opt = _stage_optimiser(cur_problem, tens, **stage_options(budget, tol))
                 cur_opt.run()
-                losses += cur_opt.losses
-                total_it += cur_opt.iterations
-                evaluations += cur_opt.evaluations
-                converged, nonfinite = cur_opt.converged, cur_opt.nonfinite
-                stage_info.append(dict(refine=list(ref), iterations=cur_opt.iterations,
-                                       converged=cur_opt.converged,
-                                       loss=cur_opt.best_loss, tolerance=tol))
-                start = cur_problem.state(cur_opt.best_x)
+                start = finish_stage(cur_problem, cur_opt, list(ref), tol)
                 if nonfinite:
                     break
             if "defocus_spread" in fitted and not nonfinite:
@@ -1503,23 +1507,12 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                     spread = new
                     model = make_model(spread=spread)
                     cur_problem, cur_opt = make_problem(start, gradient_refine, model), None
-                    x0 = torch.zeros(cur_problem.size, **tens)
-                    cur_problem.calibrate(x0)
-                    cur_opt = _Optimiser(cur_problem.loss, x0, method=optimizer,
-                                         learning_rate=lr, history=LBFGS_HISTORY,
-                                         max_iterations=max(max_iterations - total_it, 0),
-                                         tolerance=tolerance, window=CONVERGENCE_WINDOW,
-                                         progress=progress, offset=total_it)
+                    cur_opt = _stage_optimiser(
+                        cur_problem, tens,
+                        **stage_options(max(max_iterations - total_it, 0), tolerance))
                     cur_opt.run()
-                    losses += cur_opt.losses
-                    total_it += cur_opt.iterations
-                    evaluations += cur_opt.evaluations
-                    converged, nonfinite = cur_opt.converged, cur_opt.nonfinite
-                    stage_info.append(dict(refine=list(gradient_refine) + ["defocus_spread"],
-                                           iterations=cur_opt.iterations,
-                                           converged=cur_opt.converged,
-                                           loss=cur_opt.best_loss, tolerance=tolerance))
-                    start = cur_problem.state(cur_opt.best_x)
+                    start = finish_stage(cur_problem, cur_opt,
+                                         list(gradient_refine) + ["defocus_spread"], tolerance)
         except KeyboardInterrupt:
             interrupted = True
             if cur_opt is not None:
@@ -1597,6 +1590,13 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         standard_errors=standard_errors)
 
 
+def _stage_optimiser(problem, tens, **options):
+    """The optimiser of one stage: whitened start at zero, scalar blocks calibrated."""
+    x0 = torch.zeros(problem.size, **tens)
+    problem.calibrate(x0)
+    return _Optimiser(problem.loss, x0, **options)
+
+
 @torch.no_grad()
 def _reduced_chi2(problem, tens):
     """Misfit per pixel of the fitted images in units of the noise (1 when the
@@ -1640,9 +1640,7 @@ def _bootstrap(make_problem, state, refine, model, replicates, seed, *, likeliho
             sim = rng.poisson(np.clip(img, 0.0, None) * dose[:, None, None]).astype(float)
         pr = make_problem(state, refine, model, data=torch.as_tensor(sim, **tens))
         del sim
-        xb = torch.zeros(pr.size, **tens)
-        pr.calibrate(xb)
-        opt = _Optimiser(pr.loss, xb, **optimiser)
+        opt = _stage_optimiser(pr, tens, **optimiser)
         opt.run()
         iterations.append(opt.iterations)
         fit = pr.state(opt.best_x)
