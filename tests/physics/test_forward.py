@@ -20,14 +20,7 @@ HC_KEV_NM = 1.239841984
 M0C2_KEV = 510.99895000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These problems are tiny: run them single-threaded (faster, and immune to
-    OpenMP stalls on a loaded machine); restore the caller's setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/physics/conftest.py
 
 
 # --------------------------------------------------------------------------- oracles
