@@ -100,11 +100,15 @@ class ForwardModel:
     aperture_edge : float, optional
         Width of the aperture's raised-cosine edge, mrad (default 5 % of
         ``aperture``); see :func:`~hyperspy_lorentz.physics.optics.objective_aperture`.
-    padding : {None, "reflect", "edge"}
+    padding : {None, "reflect", "edge", "free"}
         Pad the phase and amplitude before propagation ("reflect": mirror
         without repeating the edge pixel; "edge": repeat the edge pixel) and
         crop the images back to ``shape``, which suppresses the wrap-around of
-        the periodic FFT at the image borders.
+        the periodic FFT at the image borders. ``"free"``: the phase and
+        amplitude are given on the padded grid (``padded_shape``, a canvas
+        whose border holds specimen outside the field of view, see
+        :mod:`hyperspy_lorentz.reconstruction.canvas`) and the images are the
+        ``shape`` window at offset ``(pad_width)``.
     pad_width : int or tuple of int, optional
         Padding on each side, pixels, one number or ``(py, px)``; default a
         quarter of the image size. The padded size is rounded up to an
@@ -152,8 +156,9 @@ class ForwardModel:
         self.device = torch.device(device)
 
         h, w = self.shape
-        if padding is not None and padding not in _PADDING_MODES:
-            raise ValueError(f"padding must be None, 'reflect' or 'edge', got {padding!r}")
+        if padding is not None and padding not in _PADDING_MODES and padding != "free":
+            raise ValueError(f"padding must be None, 'reflect', 'edge' or 'free', got "
+                             f"{padding!r}")
         self.padding = padding
         if padding is None:
             if pad_width not in (None, 0, (0, 0)):
@@ -331,8 +336,10 @@ class ForwardModel:
         if not isinstance(phase, torch.Tensor):
             phase = torch.as_tensor(np.asarray(phase, dtype=float))
         phase = phase.to(device=self.device, dtype=self.dtype)
-        if tuple(phase.shape) != self.shape:
-            raise ValueError(f"phase must have shape {self.shape} (the model shape), got "
+        expected = self.padded_shape if self.padding == "free" else self.shape
+        if tuple(phase.shape) != expected:
+            what = "the canvas shape" if self.padding == "free" else "the model shape"
+            raise ValueError(f"phase must have shape {expected} ({what}), got "
                              f"{tuple(phase.shape)}")
         lo, hi = torch.aminmax(phase.detach())  # one pass; NaN and +-inf propagate
         if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -352,7 +359,7 @@ class ForwardModel:
         return phase, amplitude
 
     def _pad_field(self, x, value_mode):
-        if self.padding is None:
+        if self.padding in (None, "free"):
             return x
         t, b, l, r = self._pad
         return F.pad(x[None, None], (l, r, t, b), mode=value_mode)[0, 0]
@@ -481,9 +488,10 @@ class ForwardModel:
         Parameters
         ----------
         phase : torch.Tensor or array_like
-            Exit-wave phase ``phi``, rad, shape ``(H, W)``.
+            Exit-wave phase ``phi``, rad, shape ``(H, W)`` (``padded_shape``
+            with ``padding="free"``).
         amplitude : torch.Tensor or array_like, optional
-            Exit-wave amplitude ``A`` (>= 0), shape ``(H, W)``; ``None`` means 1.
+            Exit-wave amplitude ``A`` (>= 0), shape of ``phase``; ``None`` means 1.
         defocus : float, sequence or torch.Tensor
             Defocus values, nm, positive = overfocus: scalar or ``(N,)``. Required.
         theta_c : float or torch.Tensor, optional

@@ -152,6 +152,7 @@ from hyperspy_lorentz.reconstruction._torch_common import (
     _torch_dtype,
     _tv,
 )
+from hyperspy_lorentz.reconstruction.canvas import Canvas, free_border
 from hyperspy_lorentz.reconstruction.tie import estimate_noise
 
 __all__ = [
@@ -316,6 +317,13 @@ class ADResult:
         ``defocus`` (nm), ``shifts`` (px), ``theta_c`` (mrad), ``astigmatism``
         (nm), ``astigmatism_angle`` (degrees), ``scale``), from the spread of
         the ``bias_correction`` replicates; empty with fewer than two.
+    canvas_phase, canvas_amplitude : numpy.ndarray or None
+        With ``padding="free"``: the exit wave on the whole canvas (the field
+        of view and its free border, see
+        :mod:`~hyperspy_lorentz.reconstruction.canvas`), the phase offset and
+        the amplitude normalisation as ``phase`` and ``amplitude``; the window
+        starts at ``parameters["canvas_border"]`` ``(top, left)``. ``None``
+        otherwise.
     """
 
     phase: np.ndarray
@@ -337,6 +345,8 @@ class ADResult:
     parameters: dict
     device: str
     standard_errors: dict = dataclasses.field(default_factory=dict)
+    canvas_phase: np.ndarray | None = None
+    canvas_amplitude: np.ndarray | None = None
 
     def __repr__(self):
         loss = self.loss_history[-1] if self.loss_history else float("nan")
@@ -349,14 +359,16 @@ class ADResult:
 
 
 # ============================================================================ memory
-def _padded_shape(h, w, padding):
-    if padding is None:
+def _padded_shape(h, w, padding, border=None):
+    if padding in (None, "periodic"):
         return h, w
-    py, px = (h + 3) // 4, (w + 3) // 4
-    return _next_fast_len(h + 2 * py), _next_fast_len(w + 2 * px)
+    if border is None:
+        border = (h + 3) // 4, (w + 3) // 4
+    return Canvas.around((h, w), border).shape
 
 
-def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", padding=None):
+def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", padding="free",
+                    border=None):
     """Estimate the peak memory added by :func:`reconstruct_ad`.
 
     Parameters
@@ -371,10 +383,16 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
         optimiser); the amplitude adds a second field.
     dtype : {"float32", "float64"}
         Working precision (float64 doubles the memory).
-    padding : None, "reflect" or "edge"
-        Padding of the forward model: a quarter of the image (rounded up) on
-        each side, the padded size rounded up to a 2,3,5,7-smooth number, as
-        :class:`~hyperspy_lorentz.physics.forward.ForwardModel` pads.
+    padding : "free", None, "periodic", "reflect" or "edge"
+        Boundaries of the fit (see :func:`reconstruct_ad`): ``None`` and
+        ``"periodic"`` propagate the image grid itself; the others a canvas
+        with ``border`` pixels on each side, its size rounded up to a
+        2,3,5,7-smooth number.
+    border : (int, int), optional
+        Border of the canvas, pixels; default a quarter of the image (rounded
+        up), an upper bound of
+        :func:`~hyperspy_lorentz.reconstruction.canvas.free_border` for most
+        data.
 
     Returns
     -------
@@ -390,7 +408,7 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     if h < 1 or w < 1 or n < 1:
         raise ValueError(f"shape and n_images must be positive, got {shape!r}, {n_images!r}")
     scale = 2.0 if _torch_dtype(dtype) == torch.float64 else 1.0
-    hp, wp = _padded_shape(h, w, padding)
+    hp, wp = _padded_shape(h, w, padding, border)
     refine = tuple(refine or ())
     c = MEMORY_COEFFICIENTS
     optical = any(r in refine for r in _OPTICAL)
@@ -409,8 +427,8 @@ def _available_memory(device):
     return int(psutil.virtual_memory().available), "available RAM"
 
 
-def _check_memory(shape, n, refine, dtype, padding, device):
-    need = estimate_memory(shape, n, refine, dtype, padding)
+def _check_memory(shape, n, refine, dtype, padding, border, device):
+    need = estimate_memory(shape, n, refine, dtype, padding, border)
     avail, where = _available_memory(device)
     if need > avail:
         h, w = shape
@@ -593,11 +611,14 @@ class _Problem:
     """
 
     def __init__(self, *, data, weights, likelihood, dose, model, start, refine, beta, eps,
-                 kappa, periodic, ref_index, device, dtype):
+                 kappa, periodic, ref_index, device, dtype, coverage=1.0):
         self.model = model
         self.device, self.dtype = device, dtype
         self.likelihood = likelihood
-        self.n, self.h, self.w = data.shape
+        # the data (N, H, W) are the measured window; the fields (h, w) the canvas
+        self.n = data.shape[0]
+        self.h, self.w = start["phase"].shape
+        self.coverage = float(coverage)
         self.m = float(data.numel())
         self.data = data  # Gaussian: measured amplitudes; Poisson: counts
         self.wt = weights.reshape(-1, 1, 1)  # Gaussian: 1 / sigma^2
@@ -771,8 +792,10 @@ class _Problem:
         else:
             wn = 4.0 * self.dose.reshape(-1).to(torch.float64)
         wn = wn.reshape(-1, 1, 1)
-        hp = (wn * T.imag**2).sum(0) / self.m
-        ha = (wn * T.real**2).sum(0) / self.m
+        # per Fourier coefficient of the canvas: only the measured fraction of it
+        # contributes data curvature
+        hp = (wn * T.imag**2).sum(0) * (self.coverage / self.m)
+        ha = (wn * T.real**2).sum(0) * (self.coverage / self.m)
         # TV curvature in flat regions: beta |D(q)|^2 / eps
         cy = torch.fft.fftfreq(h, dtype=torch.float64, device=dev)[:, None]
         cx = torch.fft.rfftfreq(w, dtype=torch.float64, device=dev)[None, :]
@@ -1031,7 +1054,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                    refine=DEFAULT_REFINE, likelihood="gaussian", dose=None,
                    regularization="auto", max_iterations=300, tolerance=1e-4,
                    learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
-                   padding=None, device="auto", dtype="float32", seed=None, progress=None,
+                   padding="free", device="auto", dtype="float32", seed=None, progress=None,
                    optimizer="lbfgs", bias_correction="auto", _pyramid=True, _race=True):
     """Retrieve the exit-wave phase of a focal series by automatic differentiation.
 
@@ -1085,7 +1108,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         L-BFGS: scales the first step (default 1; the later steps come from the
         curvature); Adam: the learning rate in whitened units (default 0.05).
     initial_phase : array_like (H, W), optional
-        Starting phase, rad (overrides ``init``).
+        Starting phase, rad (overrides ``init``); extended over the free
+        border by repeating its edge.
     initial_amplitude : array_like (H, W), optional
         Amplitude (held, or the start when ``"amplitude"`` is refined). Default:
         ``sqrt(I0 / <I0>)`` of the in-focus image(s) if the series has one
@@ -1097,9 +1121,20 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         parameters are refined; ``"tie"``: the TIE solution
         (:func:`~hyperspy_lorentz.reconstruction.tie.tie_phase`, images on both
         sides of focus needed); ``"random"``: small random phase (``seed``).
-    padding : None, "reflect" or "edge"
-        Padding of the forward model against FFT wrap-around (a quarter of the
-        image on each side). ``None`` (default): periodic boundaries.
+    padding : "free", "periodic", None, "reflect" or "edge"
+        Boundaries. ``"free"`` (default): the exit wave lives on a canvas
+        larger than the images by a free border sized from the physics (the
+        Fresnel spread at the largest defocus, and a margin for drift that is
+        refined; :func:`~hyperspy_lorentz.reconstruction.canvas.free_border`),
+        whose phase and amplitude are fitted under the same prior; only the
+        measured pixels enter the likelihood. Right for every micrograph (a
+        window onto a larger specimen) and for isolated objects.
+        ``"periodic"`` (or ``None``): periodic boundaries on the image grid,
+        for truly periodic simulations (cheaper, and exact there).
+        ``"reflect"``/``"edge"``: the image-sized exit wave is mirrored or
+        edge-extended by a quarter of the image before propagation (kept for
+        comparison; both force the wrong boundary condition wherever flux
+        crosses the edge).
     device : "auto", "cpu", "cuda", ...
         ``"auto"`` picks CUDA when torch sees a GPU.
     dtype : {"float32", "float64"}
@@ -1163,8 +1198,11 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
     if init not in ("auto", "tie", "flat", "random"):
         raise ValueError(f"init must be 'auto', 'tie', 'flat' or 'random', got {init!r}")
-    if padding not in (None, "reflect", "edge"):
-        raise ValueError(f"padding must be None, 'reflect' or 'edge', got {padding!r}")
+    if padding not in ("free", "periodic", None, "reflect", "edge"):
+        raise ValueError(f"padding must be 'free' (a free border; the default), 'periodic' "
+                         f"(or None), 'reflect' or 'edge', got {padding!r}")
+    if padding == "periodic":
+        padding = None
     try:
         max_iterations = int(max_iterations)
     except (TypeError, ValueError):
@@ -1235,7 +1273,13 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
             raise ValueError(f"initial_amplitude must be a finite, non-negative ({h}, {w}) "
                              f"array, not all zero")
 
-    _check_memory((h, w), n, refine, tdt, padding, dev)
+    if padding == "free":
+        border = free_border((h, w), pixel, energy, df, cs, theta_c, defocus_spread,
+                             refine_drift="shifts" in refine)
+        canvas = Canvas.around((h, w), border)
+    else:
+        border, canvas = None, Canvas.periodic((h, w))
+    _check_memory((h, w), n, refine, tdt, padding, border, dev)
 
     ref_index = int(np.argmin(np.abs(df)))  # shift gauge: nearest focus, first on ties
     infocus = np.flatnonzero(np.abs(df) <= INFOCUS_FRACTION * np.max(np.abs(df)))
@@ -1317,6 +1361,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         amp0 = amp0 / math.sqrt(float(np.mean(amp0**2)))
         if "amplitude" in refine:
             amp0 = np.maximum(amp0, 1e-3)
+        amp0 = canvas.embed(amp0, "edge")
+    phase0 = canvas.embed(phase0, "edge")
 
     settings = dict(
         pixel_size=list(pixel), beam_energy=energy, wavelength=wl, cs=cs, theta_c=theta_c,
@@ -1334,7 +1380,9 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         preconditioner_tv=PRECONDITIONER_TV,
         init=("coarse-to-fine" if _pyramid == "always" and init_used == "flat" else init_used),
         initial_amplitude=amp_source,
-        padding=padding, device=str(dev), dtype=str(tdt).replace("torch.", ""), seed=seed,
+        padding="periodic" if padding is None else padding,
+        canvas_shape=list(canvas.shape), canvas_border=list(canvas.border),
+        device=str(dev), dtype=str(tdt).replace("torch.", ""), seed=seed,
         reference_image=ref_index,
         noise_sigma=sigma.tolist() if likelihood == "gaussian" else None,
         noise_sigma_estimated=(sigma_estimated.tolist() if likelihood == "gaussian"
@@ -1358,7 +1406,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
 
         def make_model(spread=defocus_spread, theta=theta_c):
             return ForwardModel((h, w), pixel, energy, cs=cs, theta_c=theta,
-                                defocus_spread=spread, padding=padding, device=dev, dtype=tdt)
+                                defocus_spread=spread, padding=padding, pad_width=border,
+                                device=dev, dtype=tdt)
 
         model = make_model()
         start = {
@@ -1375,7 +1424,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                           likelihood=likelihood, dose=dose_t,
                           model=mdl, start=st, refine=ref, beta=beta, eps=TV_EPSILON,
                           kappa=JOINT_TV_COUPLING, periodic=padding is None,
-                          ref_index=ref_index, device=dev, dtype=tdt)
+                          ref_index=ref_index, device=dev, dtype=tdt,
+                          coverage=canvas.coverage)
             pr.build_preconditioners(wl, cs, mdl.defocus_spread, pixel)
             return pr
 
@@ -1444,7 +1494,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                                    loss=min(coarse.loss_history), tolerance=(
                                        STAGE1_TOLERANCE_FACTOR * tolerance)))
             ac = coarse.astigmatism, math.radians(coarse.astigmatism_angle)
-            start = dict(start, phase=torch.as_tensor(_upsample(coarse.phase, b, (h, w)), **tens),
+            start = dict(start, phase=torch.as_tensor(
+                             canvas.embed(_upsample(coarse.phase, b, (h, w)), "edge"), **tens),
                          defocus=coarse.defocus.copy(), shifts=coarse.shifts * b,
                          theta_c=coarse.theta_c,
                          astig=np.array([ac[0] * math.cos(2 * ac[1]), ac[0] * math.sin(2 * ac[1])]),
@@ -1560,13 +1611,22 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                 warnings.warn("AD reconstruction: bias correction interrupted; returning the "
                               "uncorrected optical parameters", stacklevel=2)
 
-        phase = start["phase"].to(torch.float64).cpu().numpy()
-        phase = phase - phase.mean()
+        canvas_phase = start["phase"].to(torch.float64).cpu().numpy()
+        phase = canvas.crop(canvas_phase)
+        offset = phase.mean()
+        phase = phase - offset
         if start["amplitude"] is None:
-            amplitude = np.ones((h, w))
+            canvas_amplitude = np.ones(canvas.shape)
         else:
-            amplitude = start["amplitude"].to(torch.float64).cpu().numpy()
-            amplitude = amplitude / math.sqrt(float(np.mean(amplitude**2)))
+            canvas_amplitude = start["amplitude"].to(torch.float64).cpu().numpy()
+        amplitude = canvas.crop(canvas_amplitude)
+        norm_a = math.sqrt(float(np.mean(amplitude**2)))
+        amplitude = amplitude / norm_a
+        if canvas.is_periodic:
+            canvas_phase = canvas_amplitude = None
+        else:
+            canvas_phase = canvas_phase - offset
+            canvas_amplitude = canvas_amplitude / norm_a
         shifts = np.zeros((n, 2)) if start["shifts"] is None else start["shifts"]
         ac = start["astig"]
         a_mag = float(np.hypot(ac[0], ac[1]))
@@ -1587,7 +1647,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         iterations=total_it, converged=bool(converged), interrupted=interrupted,
         time_s=time.perf_counter() - t_start, refined=fitted,
         not_identifiable=tuple(not_ident), parameters=settings, device=str(dev),
-        standard_errors=standard_errors)
+        standard_errors=standard_errors, canvas_phase=canvas_phase,
+        canvas_amplitude=canvas_amplitude)
 
 
 def _stage_optimiser(problem, tens, **options):
