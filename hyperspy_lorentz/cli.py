@@ -82,7 +82,7 @@ def _demo_series(size, seed, dose=400.0):
     """Simulate the demo's focal series; return (series, truth dict).
 
     A Bloch skyrmion lattice (period 164 nm) in a 40 nm film with Ms = 380 kA/m
-    (a weak phase object: about 1.5 rad peak to peak), three images at -0.3, 0
+    (a weak phase object: 1.30 rad peak to peak at the default size), three images at -0.3, 0
     and +0.3 mm -- the large defocus that such a weak, smooth phase needs for
     visible contrast -- with Poisson noise, drift of the two defocused images,
     and a defocus reading 4 % too large.
@@ -376,6 +376,9 @@ def _set_calibrations(s, args):
     p = s.get_microscope_parameters()
     if p["beam_energy_kV"] is None:
         raise CLIError("the beam energy is not in the files; give it with --beam-energy (keV)")
+    if "pixel_size_nm" in p.get("problems", {}):
+        raise CLIError(f"{p['problems']['pixel_size_nm']} On the command line, --pixel-size (nm) "
+                       "sets both axes.")
     if p["pixel_size_nm"] is None:
         raise CLIError("the pixel size is not calibrated in the files; give it with --pixel-size (nm)")
     return p
@@ -384,7 +387,8 @@ def _set_calibrations(s, args):
 def _method_kwargs(args):
     kwargs = {}
     if args.method == "ad":
-        kwargs["max_iterations"] = args.iterations
+        if args.iterations is not None:  # else the library's default
+            kwargs["max_iterations"] = args.iterations
         if args.refine is not None:  # else the library's default (the amplitude)
             kwargs["refine"] = tuple(args.refine)
         if args.likelihood:
@@ -613,7 +617,9 @@ def build_parser():
                           "them all, e.g. --refine amplitude defocus shifts; --refine alone: "
                           "the phase only")
     rec.add_argument("--likelihood", choices=("gaussian", "poisson"), help="AD: noise model")
-    rec.add_argument("--iterations", type=int, default=500, help="AD: maximum iterations (default 500)")
+    rec.add_argument("--iterations", type=int,
+                     help="AD: maximum iterations (default: the library's, 300 for a focal series, "
+                          "500 for a single image)")
     rec.add_argument("--device", help="AD: torch device, auto (default), cpu or cuda")
     rec.add_argument("--seed", type=int, help="AD: random seed")
     rec.add_argument("--threads", type=int,
@@ -671,10 +677,51 @@ class _Warnings:
         return False
 
 
+#: Options of ``reconstruct`` that only one method uses, with that method.
+METHOD_OPTIONS = {
+    "refine": "ad",
+    "likelihood": "ad",
+    "iterations": "ad",
+    "device": "ad",
+    "seed": "ad",
+    "threads": "ad",
+    "qc": "tie",
+}
+
+
+def check_method_options(args):
+    """The options given that the chosen ``--method`` does not use, as one message.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of ``reconstruct``.
+
+    Returns
+    -------
+    str or None
+        A message naming each such option and the method that uses it, or
+        ``None`` where every option given is used.
+    """
+    unused = [name for name, method in METHOD_OPTIONS.items()
+              if getattr(args, name, None) is not None and method != args.method]
+    if not unused:
+        return None
+    names = ", ".join("--" + name for name in unused)
+    other = {"ad": "tie", "tie": "ad"}[args.method]
+    return (f"{names} {'is an option' if len(unused) == 1 else 'are options'} of --method {other}, "
+            f"which --method {args.method} does not use; drop {'it' if len(unused) == 1 else 'them'} "
+            f"or choose --method {other}")
+
+
 def main(argv=None):
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "reconstruct":
+        problem = check_method_options(args)
+        if problem:
+            parser.error(problem)  # a usage error: exit status 2
     try:
         with _Warnings():
             return args.func(args)

@@ -265,6 +265,61 @@ def test_reconstruct_ad_refine_default_is_the_librarys(files, tmp_path, capsys, 
     assert list(rec.refined) == expected
 
 
+@pytest.mark.parametrize(
+    "extra, named, method",
+    [
+        (["--qc", "0.1"], "--qc", "ad"),
+        (["--method", "tie", "--refine", "defocus"], "--refine", "tie"),
+        (["--method", "tie", "--refine"], "--refine", "tie"),
+        (["--method", "tie", "--likelihood", "poisson"], "--likelihood", "tie"),
+        (["--method", "tie", "--iterations", "5"], "--iterations", "tie"),
+        (["--method", "tie", "--seed", "1", "--device", "cpu"], "--device, --seed", "tie"),
+    ],
+)
+def test_options_the_method_does_not_use_are_refused(files, tmp_path, capsys, extra, named, method):
+    out = tmp_path / "result"
+    with pytest.raises(SystemExit) as info:
+        main(["reconstruct", str(files["series"]), "--output", str(out), *extra])
+    assert info.value.code == 2  # a usage error
+    err = capsys.readouterr().err
+    assert f"hyperspy-lorentz: error: {named}" in err
+    assert f"which --method {method} does not use" in err
+    assert not out.exists() and not _leftovers(tmp_path)
+
+
+def test_iterations_default_is_the_librarys():
+    import inspect
+
+    from hyperspy_lorentz.cli import _method_kwargs, build_parser
+    from hyperspy_lorentz.reconstruction.ad import reconstruct_ad
+    from hyperspy_lorentz.reconstruction.single_image import reconstruct_single_image
+
+    parser = build_parser()
+    args = parser.parse_args(["reconstruct", "x.hspy", "--output", "r"])
+    assert "max_iterations" not in _method_kwargs(args)  # the library's default applies
+    args = parser.parse_args(["reconstruct", "x.hspy", "--output", "r", "--iterations", "7"])
+    assert _method_kwargs(args)["max_iterations"] == 7
+    rec = next(a for a in parser._subparsers._group_actions[0].choices["reconstruct"]._actions
+               if "--iterations" in a.option_strings)
+    for solver in (reconstruct_ad, reconstruct_single_image):
+        default = inspect.signature(solver).parameters["max_iterations"].default
+        assert str(default) in rec.help
+
+
+def test_non_square_pixels_name_the_option(series, tmp_path, capsys):
+    s = series.deepcopy()
+    s.axes_manager.signal_axes[1].scale = 6.0
+    path = tmp_path / "nonsquare.hspy"
+    s.save(path, show_progressbar=False)
+    code, _, err = _run(["reconstruct", path, "--method", "tie", "--output", tmp_path / "r"], capsys)
+    assert code == 1
+    line = _one_line_error(err)
+    assert "not square" in line and "--pixel-size" in line
+    code, _, err = _run(["reconstruct", path, "--method", "tie", "--pixel-size", "5", "--output", tmp_path / "r",
+                         "--quiet"], capsys)
+    assert code == 0, err
+
+
 # ------------------------------------------------------------------------- demo
 def test_demo_small(tmp_path, capsys):
     out = tmp_path / "demo"

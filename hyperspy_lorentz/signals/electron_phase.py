@@ -14,7 +14,9 @@ __all__ = ["ElectronPhase", "LazyElectronPhase"]
 class ElectronPhase(Signal2D):
     """Phase of the electron exit wave, rad.
 
-    Returned by :meth:`LorentzFocalSeries.reconstruct_phase`; may carry extra
+    Returned by
+    :meth:`~hyperspy_lorentz.signals.focal_series.LorentzFocalSeries.reconstruct_phase`;
+    may carry extra
     navigation axes (one phase map per focal series). The reconstruction that made
     it is recorded in ``metadata.Signal.Reconstruction``.
     """
@@ -40,9 +42,10 @@ class ElectronPhase(Signal2D):
 
         Parameters
         ----------
-        thickness : float or None
-            Specimen thickness, nm. ``None`` returns the integrated induction
-            ``B t`` in T nm; a thickness returns the mean induction ``B`` in T.
+        thickness : float, str or None
+            Specimen thickness, nm (or a string with a length unit, ``"40 nm"``).
+            ``None`` returns the integrated induction ``B t`` in T nm; a
+            thickness returns the mean induction ``B`` in T.
         %s
 
         Returns
@@ -55,9 +58,7 @@ class ElectronPhase(Signal2D):
         from hyperspy_lorentz.signals.magnetic_induction import make_induction_signal
 
         if thickness is not None:
-            thickness = float(thickness)
-            if not np.isfinite(thickness) or thickness <= 0:
-                raise ValueError(f"thickness must be a positive number of nm, not {thickness}.")
+            thickness = _common.as_number("thickness", thickness, "nm", positive=True)
         pixel = self._pixel_size_nm()
 
         def _b(phase):
@@ -109,6 +110,22 @@ class LazyElectronPhase(LazySignal2D, ElectronPhase):
     _lazy = True
 
     def compute(self, close_file=False, show_progressbar=None, **kwargs):
+        """Load the phase into memory; a pending reconstruction also fills its metadata.
+
+        A lazy reconstruction computes the phase and the per-series information
+        in one pass over the data and writes the information (refined
+        parameters, loss histories) to ``metadata.Signal.Reconstruction``; any
+        other lazy phase is computed as HyperSpy's ``compute`` does.
+
+        Parameters
+        ----------
+        close_file : bool
+            Close the file the data are read from, once computed.
+        show_progressbar : bool or None
+            Show a progress bar (``None``: HyperSpy's preference).
+        **kwargs
+            Passed to ``dask.compute`` (e.g. ``scheduler="threads"``).
+        """
         infos = getattr(self, "_lazy_reconstruction_info", None)
         if infos is None:
             return super().compute(close_file=close_file, show_progressbar=show_progressbar, **kwargs)
@@ -127,7 +144,6 @@ class LazyElectronPhase(LazySignal2D, ElectronPhase):
         self.data = da.from_array(data, chunks=self.data.chunks)
         super().compute(close_file=close_file, show_progressbar=False)
 
-    compute.__doc__ = LazySignal2D.compute.__doc__
 
     def save(self, filename=None, overwrite=None, extension=None, file_format=None, **kwds):
         """Save the signal; a pending lazy reconstruction to ``.zspy`` keeps its record.
@@ -135,8 +151,15 @@ class LazyElectronPhase(LazySignal2D, ElectronPhase):
         Writing a lazy reconstruction to ``.zspy`` streams the phase series by
         series *and* stores the per-series information (refined parameters, loss
         histories) that the same tasks compute (see
-        :func:`hyperspy_lorentz.signals._series.save_lazy_result`). Any other case
-        is HyperSpy's ``save``.
+        ``hyperspy_lorentz.signals._series.save_lazy_result``). Any other case
+        is HyperSpy's ``save``, whose parameters these are.
+
+        Parameters
+        ----------
+        filename : str, pathlib.Path or None
+            The file to write; ``None``: HyperSpy's default name.
+        overwrite, extension, file_format, **kwds
+            As in HyperSpy's ``save``.
         """
         infos = getattr(self, "_lazy_reconstruction_info", None)
         target = str(filename) if filename is not None else ""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 from hyperspy.docstrings.signal import LAZY_OUTPUT_ARG, SHOW_PROGRESSBAR_ARG
-from hyperspy.signals import LazySignal2D, Signal2D
+from hyperspy.signals import BaseSignal, LazySignal2D, Signal2D
 
 from hyperspy_lorentz.signals import _common
 from hyperspy_lorentz.units import to_nm
@@ -38,19 +39,66 @@ _KEYS = {
 
 
 def _check_number(name, value, *, positive=False, non_negative=False, upper=None, unit=""):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number{f' in {unit}' if unit else ''}, not {value!r}.")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, not {value}.")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0 {unit}, not {value}.")
-    if non_negative and value < 0:
-        raise ValueError(f"{name} must be >= 0 {unit}, not {value}.")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name} = {value} {unit} is out of range (at most {upper} {unit}).")
-    return value
+    """A scalar input as a float in ``unit``; see :func:`_common.as_number`."""
+    return _common.as_number(name, value, unit, positive=positive, non_negative=non_negative, upper=upper)
+
+
+#: Smallest image side, pixels, that the reconstructions accept (the AD fit's limit,
+#: applied to every method so that all refuse the same images).
+MIN_IMAGE_SIZE = 8
+#: The defocus is flagged as implausible (a warning) where its Fresnel length
+#: ``sqrt(lambda |df|)`` is below this fraction of a pixel, or above the field of view.
+FRESNEL_MIN_PIXELS = 0.1
+
+
+def _check_defocus_scale(p, shape):
+    """Warn where the defocus cannot give Lorentz contrast at this pixel size.
+
+    The Fresnel length ``sqrt(lambda |df|)`` (nm) is the distance over which
+    the defocus moves the phase into contrast: far below a pixel the images hold
+    no contrast, above the field of view all of it is blurred away. Either is
+    most often a unit mistake (nm typed for um or mm, or the reverse).
+    """
+    import warnings
+
+    from hyperspy_lorentz.physics.optics import wavelength
+
+    df = np.abs(np.asarray(p["defocus_nm"], dtype=float))
+    largest = float(df.max()) if df.size else 0.0
+    if largest == 0:
+        return
+    lam = wavelength(p["beam_energy_kV"])
+    pixel = float(p["pixel_size_nm"])
+    fov = max(shape) * pixel
+    fresnel = math.sqrt(lam * largest)
+    label, factor = _common.length_unit(largest)
+    stated = f"|defocus| up to {largest / factor:.4g} {label}"
+
+    def as_if(scale):
+        f = math.sqrt(lam * largest * scale)
+        return f"{f / pixel:.3g} pixels"
+
+    if fresnel < FRESNEL_MIN_PIXELS * pixel:
+        warnings.warn(
+            f"{stated} is implausibly small for {pixel:.4g} nm pixels: its Fresnel length "
+            f"sqrt(lambda |df|) = {fresnel:.3g} nm is {fresnel / pixel:.2g} of a pixel, so the "
+            "images hold almost no Lorentz contrast. Defocus values are in nm unless a unit is "
+            "given: if they were meant in um or mm (Fresnel length "
+            f"{as_if(1e3)} or {as_if(1e6)}), set them again with "
+            "s.set_defocus(values, units='um') (or units='mm').",
+            UserWarning,
+            stacklevel=4,
+        )
+    elif fresnel > fov:
+        warnings.warn(
+            f"{stated} is implausibly large for this {fov:.4g} nm field of view: its Fresnel "
+            f"length sqrt(lambda |df|) = {fresnel:.4g} nm exceeds the field of view, so the "
+            "contrast is blurred beyond the image. Was the unit 1000 or 10^6 times too large "
+            f"(m for mm, or mm for um: Fresnel length {as_if(1e-3)} or {as_if(1e-6)})? If so, "
+            "set the values again with s.set_defocus(values, units=...).",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 class LorentzFocalSeries(Signal2D):
@@ -91,9 +139,13 @@ class LorentzFocalSeries(Signal2D):
         Parameters
         ----------
         values : array-like or None
-            One defocus per image along ``axis``, positive for overfocus. ``None``
-            reads them from the file the signal was loaded from (per-frame Velox
-            metadata, known DM/TIFF tags, then the file names of a stack).
+            One defocus per image along ``axis``, positive for overfocus, in
+            ``units``; an element may also be a string with its own length unit
+            (``"-1.6 mm"``). ``None`` reads them from the file the signal was
+            loaded from (per-frame Velox metadata, known DM/TIFF tags, then the
+            file names of a stack). A single image (no navigation axis) takes one
+            value: it gets a ``defocus`` axis of length 1, for the single-image
+            methods (``method="sitie"`` and single-image ``"ad"``).
         units : str
             Unit of ``values``: ``"nm"``, ``"um"``/``"µm"`` or ``"mm"`` (any length
             unit pint knows).
@@ -106,22 +158,24 @@ class LorentzFocalSeries(Signal2D):
         ------
         ValueError
             If the number of values differs from the number of images, a value is
-            not finite, the values are not monotonic, or the signal is a single
-            image. The signal is left unchanged.
+            not a finite number, or the values repeat or are not monotonic. The
+            signal is left unchanged.
 
         Examples
         --------
         >>> s.set_defocus([-1.6, 0, 1.6], units="mm")  # doctest: +SKIP
+        >>> s.inav[0].set_defocus(["-1.6 mm"])  # a single image  # doctest: +SKIP
         """
         nav = self.axes_manager.navigation_axes
-        if not nav:
-            raise ValueError(
-                "This signal is a single image: it has no navigation axis to hold "
-                "defocus values. Stack images with hs.stack([s1, s2, ...]) first, or "
-                "pass the defocus to reconstruct_phase(method='sitie', defocus=...)."
-            )
         # Find the axis first: nothing is modified until every check has passed.
-        if axis is None:
+        target = None
+        if not nav:
+            if axis is not None:
+                raise ValueError(
+                    "This signal is a single image (no navigation axis), so axis= does not "
+                    "apply: give its defocus alone, s.set_defocus([value], units='nm')."
+                )
+        elif axis is None:
             idx = _common.navigation_axis_index(self, _common.DEFOCUS_AXIS)
             if idx is None:
                 if len(nav) > 1:
@@ -131,6 +185,7 @@ class LorentzFocalSeries(Signal2D):
                         "focus with set_defocus(values, axis=<index or name>)."
                     )
                 idx = 0
+            target = nav[idx]
         elif isinstance(axis, str):
             idx = _common.navigation_axis_index(self, axis)
             if idx is None:
@@ -138,12 +193,24 @@ class LorentzFocalSeries(Signal2D):
                     f"No navigation axis is named {axis!r}; the navigation axes are "
                     f"{[a.name for a in nav]}."
                 )
+            target = nav[idx]
         else:
-            idx = int(axis)
+            try:
+                idx = operator.index(axis)
+            except TypeError:
+                raise ValueError(
+                    f"axis must be a navigation axis index or name, not {axis!r}."
+                ) from None
             if not -len(nav) <= idx < len(nav):
                 raise ValueError(f"axis={axis} is out of range for {len(nav)} navigation axes.")
-            idx %= len(nav)
-        target = nav[idx]
+            target = nav[idx % len(nav)]
+        n_images = 1 if target is None else target.size
+        if target is None:
+            where, axis_ref = "this single image", None
+        elif str(target.name) in _common._UNDEFINED:
+            where, axis_ref = f"navigation axis {target.index_in_axes_manager}", str(target.index_in_axes_manager)
+        else:
+            where, axis_ref = f"the navigation axis {target.name!r}", repr(target.name)
 
         source = "user"
         if values is None:
@@ -156,24 +223,35 @@ class LorentzFocalSeries(Signal2D):
                     "Give them explicitly: s.set_defocus([...], units='nm')."
                 )
             units = "nm"
-        values_nm = np.atleast_1d(np.asarray(to_nm(np.asarray(values, dtype=float), units)))
-        if values_nm.ndim != 1:
-            raise ValueError(f"Defocus values must be one-dimensional, got shape {values_nm.shape}.")
-        if values_nm.size != target.size:
+        if np.ndim(values) > 1:
+            raise ValueError(f"Defocus values must be one-dimensional, got shape {np.shape(values)}.")
+        values_nm = np.asarray(to_nm(_common.as_numbers("defocus", values, units), units), dtype=float)
+        values_nm = np.atleast_1d(values_nm)
+        if values_nm.size != n_images:
+            hint = ""
+            if target is None:
+                hint = (" A single image takes one value; to reconstruct a focal series, "
+                        "stack its images first: s = hs.stack([s1, s2, ...]).")
             raise ValueError(
-                f"{values_nm.size} defocus value(s) were given for {target.size} images along "
-                f"the navigation axis {target.name!r}: give exactly one value per image."
+                f"{values_nm.size} defocus value(s) were given for {n_images} image(s) along "
+                f"{where}: give exactly one value per image.{hint}"
             )
-        if not np.all(np.isfinite(values_nm)):
-            raise ValueError("Defocus values must be finite numbers.")
         if values_nm.size > 1:
             steps = np.diff(values_nm)
+            if np.all(steps == 0):
+                raise ValueError(
+                    f"All {values_nm.size} images along {where} were given the same defocus "
+                    f"({values_nm[0]:g} nm): they are not a focal series. If they are frames "
+                    "at one defocus (a time series), reconstruct one frame, or their average, "
+                    "with a single-image method: t = s.inav[i] (or "
+                    f"t = s.mean(axis={axis_ref})); t.set_defocus([{values_nm[0]:g}]); "
+                    "t.reconstruct_phase(method='sitie') (or method='ad')."
+                )
             if np.any(steps == 0):
                 raise ValueError(
                     f"Defocus values repeat ({np.round(values_nm, 3).tolist()} nm): each image "
-                    "along the defocus axis needs its own value. If the images were taken at "
-                    "one defocus (e.g. a time series), name that axis otherwise and give the "
-                    "defocus to the single-image methods instead."
+                    "along the defocus axis needs its own value. Drop the repeated images "
+                    "(s = s.inav[[...]] with the indices to keep), or average them first."
                 )
             if not (np.all(steps > 0) or np.all(steps < 0)):
                 order = np.argsort(values_nm)
@@ -183,18 +261,57 @@ class LorentzFocalSeries(Signal2D):
                     f"order = {order.tolist()} (np.argsort of the values), then set the "
                     "sorted values."
                 )
-        _common.replace_axis(
-            self,
-            target.index_in_array,
-            {
-                "_type": "DataAxis",
-                "name": _common.DEFOCUS_AXIS,
-                "units": "nm",
-                "navigate": True,
-                "axis": values_nm,
-            },
-        )
+        defocus_axis = {
+            "_type": "DataAxis",
+            "name": _common.DEFOCUS_AXIS,
+            "units": "nm",
+            "navigate": True,
+            "axis": values_nm,
+        }
+        if target is None:
+            _common.add_navigation_axis(self, defocus_axis)
+        else:
+            _common.replace_axis(self, target.index_in_array, defocus_axis)
         self._set_source("defocus", source)
+
+    # -------------------------------------------------------------------- plot
+    def plot(self, *args, **kwargs):
+        """Plot the series: the image at the current defocus and a navigator.
+
+        HyperSpy's ``plot``, with the defocus shown in a readable unit (nm, µm
+        or mm, from the largest value): in the image title, which follows the
+        navigation, and on the navigator's defocus axis. The defocus axis
+        itself stays in nm.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Those of HyperSpy's ``Signal2D.plot`` (``navigator``, ``cmap``,
+            ``scalebar`` ...). ``plot_indices`` defaults to ``False``: the
+            title names the position instead of HyperSpy's index tuple.
+        """
+        kwargs.setdefault("plot_indices", False)
+        super().plot(*args, **kwargs)
+        explorer = getattr(self, "_plot", None)
+        if explorer is None or explorer.signal_plot is None:
+            return
+        plot = explorer.signal_plot
+        base = self.metadata.get_item("General.title") or "Focal series"
+        _common.show_position_in_title(plot, self.axes_manager, base)
+        ax = self._defocus_axis(required=False)
+        navigator = explorer.navigator_plot
+        if ax is not None and navigator is not None and getattr(navigator, "ax", None) is not None:
+            largest = float(np.max(np.abs(ax.axis))) if ax.size else 0.0
+            if getattr(navigator, "axis", None) is ax:  # a line plot against defocus
+                _common.format_length_axis(navigator.ax.xaxis, largest, "defocus")
+            else:  # an image navigator: defocus is one of its two axes
+                for mpl_axis, nav_axis in ((navigator.ax.xaxis, getattr(navigator, "xaxis", None)),
+                                           (navigator.ax.yaxis, getattr(navigator, "yaxis", None))):
+                    if nav_axis is ax:
+                        _common.format_length_axis(mpl_axis, largest, "defocus")
+            _common.tidy_layout(navigator.figure)
+            navigator.figure.canvas.draw_idle()
+        plot.figure.canvas.draw_idle()
 
     # ------------------------------------------------------- microscope params
     def _set_source(self, key, source):
@@ -221,25 +338,30 @@ class LorentzFocalSeries(Signal2D):
 
         Parameters
         ----------
-        beam_energy : float or None
-            Accelerating voltage, keV (kV).
-        cs : float or None
+        beam_energy : float, str or None
+            Beam energy, keV (the accelerating voltage in kV).
+        cs : float, str or None
             Spherical aberration coefficient, mm (default 1 mm).
-        theta_c : float or None
+        theta_c : float, str or None
             Beam divergence semi-angle, mrad (default 0.01 mrad).
-        defocus_spread : float or None
+        defocus_spread : float, str or None
             Defocus spread from chromatic aberration, nm (default 500 nm).
-        pixel_size : float or None
+        pixel_size : float, str or None
             Pixel size at the specimen, nm; calibrates both signal axes.
-        astigmatism : float or None
+        astigmatism : float, str or None
             Two-fold astigmatism magnitude, nm (default 0).
-        astigmatism_angle : float or None
+        astigmatism_angle : float, str or None
             Azimuth of the two-fold astigmatism, degrees from +x towards +y.
+
+        Each value is a number in the unit given, or a string with a unit that
+        pint converts to it (``pixel_size="0.25 nm"``, ``cs="1.2 mm"``,
+        ``beam_energy="300 kV"``).
 
         Raises
         ------
         ValueError
-            If a value is out of range; nothing is changed then.
+            If a value is not a number (or such a string) or is out of range;
+            nothing is changed then.
         """
         # Validate everything before touching the metadata.
         new = {}
@@ -256,7 +378,7 @@ class LorentzFocalSeries(Signal2D):
         if astigmatism is not None:
             new["astigmatism"] = _check_number("astigmatism", astigmatism, non_negative=True, unit="nm")
         if astigmatism_angle is not None:
-            new["astigmatism_angle"] = _check_number("astigmatism_angle", astigmatism_angle, unit="degrees")
+            new["astigmatism_angle"] = _check_number("astigmatism_angle", astigmatism_angle, unit="deg")
 
         for key, value in new.items():
             if key == "beam_energy":
@@ -275,9 +397,13 @@ class LorentzFocalSeries(Signal2D):
         dict
             ``beam_energy_kV``, ``pixel_size_nm``, ``defocus_nm`` (array, one per
             image), ``cs_mm``, ``theta_c_mrad``, ``defocus_spread_nm``,
-            ``astigmatism_nm``, ``astigmatism_angle_deg``, and ``sources``: for each of
+            ``astigmatism_nm``, ``astigmatism_angle_deg``, ``sources``: for each of
             these keys, where the value came from (``"file"``, ``"file name"``,
-            ``"user"``, ``"default"``), or ``None`` where no value is known.
+            ``"user"``, ``"default"``), or ``None`` where no value is known; and
+            ``problems``: for each key whose calibration is present but unusable
+            (non-square pixels, a signal axis without a length unit ...), what is
+            wrong and how to fix it. Such a value is ``None``; a reconstruction
+            raises the problem as a ValueError.
         """
         from hyperspy_lorentz.io.calibration import beam_energy_from_metadata, pixel_size_nm
 
@@ -286,7 +412,12 @@ class LorentzFocalSeries(Signal2D):
         out["beam_energy_kV"] = energy
         sources["beam_energy_kV"] = self._get_source("beam_energy", src) if energy is not None else None
 
-        size, src = pixel_size_nm(self)
+        problems = {}
+        try:
+            size, src = pixel_size_nm(self)
+        except ValueError as exc:  # e.g. non-square pixels: report, do not raise
+            size, src = None, None
+            problems["pixel_size_nm"] = str(exc)
         out["pixel_size_nm"] = size
         sources["pixel_size_nm"] = self._get_source("pixel_size", src) if size is not None else None
 
@@ -313,13 +444,15 @@ class LorentzFocalSeries(Signal2D):
                 out[public] = float(value)
                 sources[public] = self._get_source(key, "file")
         out["sources"] = sources
+        out["problems"] = problems
         return out
 
     # ----------------------------------------------------------------- checks
     def _require_parameters(self, defocus=None):
         """Parameters for a reconstruction, raising with the fix where one is missing.
 
-        ``defocus`` (nm) stands in for the defocus axis of a single image.
+        ``defocus`` (nm, or a string with a length unit) stands in for the
+        defocus axis of a single image.
         """
         p = self.get_microscope_parameters()
         if defocus is not None:
@@ -328,13 +461,30 @@ class LorentzFocalSeries(Signal2D):
                     "This series has a defocus axis; drop the defocus argument, or change "
                     "the axis with s.set_defocus(...)."
                 )
-            p["defocus_nm"] = np.atleast_1d(np.asarray(defocus, dtype=float))
+            nav = self.axes_manager.navigation_axes
+            if nav:
+                sizes = " x ".join(str(a.size) for a in nav)
+                raise ValueError(
+                    f"defocus= is for a single image, but this signal holds {sizes} images "
+                    "(and no 'defocus' axis). Reconstruct one of them: "
+                    "s.inav[i].reconstruct_phase(method='sitie', defocus=...); or, if they "
+                    "form a focal series, set the defocus of each image with "
+                    "s.set_defocus(values, units='nm')."
+                )
+            values = _common.as_numbers("defocus", defocus, "nm")
+            if values.size != 1:
+                raise ValueError(
+                    f"defocus= takes the one defocus of this single image (nm), not {values.size} values."
+                )
+            p["defocus_nm"] = values
             p["sources"]["defocus_nm"] = "user"
         if p["beam_energy_kV"] is None:
             raise ValueError(
                 "The beam energy is unknown: set it with "
                 "s.set_microscope_parameters(beam_energy=200) (keV)."
             )
+        if "pixel_size_nm" in p["problems"]:
+            raise ValueError(p["problems"]["pixel_size_nm"])
         if p["pixel_size_nm"] is None:
             raise ValueError(
                 "The pixel size is not calibrated: set it with "
@@ -342,14 +492,20 @@ class LorentzFocalSeries(Signal2D):
                 "signal axes (scale and units)."
             )
         if p["defocus_nm"] is None:
+            if self.axes_manager.navigation_dimension:
+                raise ValueError(
+                    "The defocus of the images is unknown: set it with "
+                    "s.set_defocus(values, units='nm') (one value per image)."
+                )
             raise ValueError(
-                "The defocus of the images is unknown: set it with "
-                "s.set_defocus(values, units='nm') (one value per image)."
+                "The defocus of this single image is unknown: set it with "
+                "s.set_defocus([value], units='nm'), or pass it to "
+                "reconstruct_phase(method='sitie', defocus=value) (nm)."
             )
         return p
 
     def _check_images(self):
-        """Reject data that would give a garbage reconstruction (eager data only)."""
+        """Reject data that no method can reconstruct (the values: eager data only)."""
         for ax in self.axes_manager.signal_axes:
             if not ax.is_uniform:
                 raise ValueError(
@@ -357,14 +513,44 @@ class LorentzFocalSeries(Signal2D):
                     "square pixels on a regular grid. Interpolate onto a uniform grid first "
                     "(e.g. s.interpolate_on_axis)."
                 )
+        ny, nx = self.axes_manager.signal_shape[::-1]
+        n_images = int(np.prod(self.axes_manager.navigation_shape)) if self.axes_manager.navigation_shape else 1
+        if n_images == 0 or ny * nx == 0:
+            raise ValueError(
+                f"The focal series holds no data (navigation shape "
+                f"{self.axes_manager.navigation_shape}, images of {ny} x {nx} pixels): "
+                "check the slicing (s.inav[...], s.isig[...]) that made it."
+            )
+        if min(ny, nx) < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"The images are {ny} x {nx} pixels; every method needs at least "
+                f"{MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}. Check that the image dimensions are "
+                "the signal axes (print(s.axes_manager); e.g. s = s.transpose(signal_axes=(1, 2))), "
+                "and crop or bin less (s.isig[...], s.rebin(...))."
+            )
         if not self._lazy:
             _common.check_finite(self.data, "The focal series")
-            if not np.any(self.data):
-                raise ValueError("Every image of the focal series is zero: there is nothing to reconstruct.")
             if np.any(self.data < 0):
                 raise ValueError(
                     "The focal series holds negative intensities. Subtract a smaller "
                     "dark level, or clip on a copy: s2 = s.deepcopy(); s2.data.clip(0, None, out=s2.data)."
+                )
+            blank = ~np.any(self.data, axis=(-2, -1))  # array order of the navigation axes
+            if np.all(blank):
+                raise ValueError("Every image of the focal series is zero: there is nothing to reconstruct.")
+            if np.any(blank):
+                where = [tuple(int(i) for i in idx[::-1]) for idx in np.argwhere(np.atleast_1d(blank))]
+                shown = ", ".join(str(w[0]) if len(w) == 1 else str(w) for w in where[:5])
+                more = f" and {len(where) - 5} more" if len(where) > 5 else ""
+                if blank.ndim == 1:
+                    keep = [i for i in range(blank.size) if not blank[i]]
+                    fix = (f"Drop it: s = hs.stack([s.inav[i] for i in {keep}]), then set the "
+                           "defocus of the images kept with s.set_defocus([...]).")
+                else:
+                    fix = "Drop or replace it (select good images with s.inav[...])."
+                raise ValueError(
+                    f"{len(where)} image(s) of the focal series are entirely zero (navigation "
+                    f"index {shown}{more}): a blank frame has no electrons to fit. {fix}"
                 )
 
     # --------------------------------------------------------- reconstruction
@@ -377,9 +563,10 @@ class LorentzFocalSeries(Signal2D):
             raise ValueError(
                 f"This series has {n_distinct} distinct defocus value(s); a focal-series "
                 "reconstruction needs at least two. For one image use "
-                "reconstruct_phase(method='sitie') or reconstruct_phase(method='ad') on a "
-                "single-image series (s.inav[i:i+1])."
+                "reconstruct_phase(method='sitie') or reconstruct_phase(method='ad') "
+                "(the single-image AD)."
             )
+        _check_defocus_scale(p, self.axes_manager.signal_shape[::-1])
         return p
 
     def _wrap_result(self, data, cls_name, title, info, parameters, lazy_infos=None):
@@ -472,6 +659,7 @@ class LorentzFocalSeries(Signal2D):
         method = str(method).lower()
         if method not in ("ad", "tie", "sitie"):
             raise ValueError(f"Unknown method {method!r}: use 'ad', 'tie' or 'sitie'.")
+        self._check_keywords(method, kwargs, flipped=flipped is not None)
         if flipped is not None:
             from hyperspy_lorentz.signals._flip import reconstruct_flip_pair
 
@@ -504,10 +692,49 @@ class LorentzFocalSeries(Signal2D):
         hyperspy.signals.ComplexSignal2D
             ``A exp(i phi)``, calibrated, with ``metadata.Signal.Reconstruction``.
         """
+        self._check_keywords("ad", kwargs, exit_wave=True)
         kwargs.setdefault("refine", ("amplitude",))
         return self._reconstruct_ad(True, show_progressbar, lazy_output, **kwargs)
 
     reconstruct_exit_wave.__doc__ %= (SHOW_PROGRESSBAR_ARG, LAZY_OUTPUT_ARG)
+
+    def _check_keywords(self, method, kwargs, *, flipped=False, exit_wave=False):
+        """Refuse keywords the method's kernel does not take, listing those it does."""
+        unknown = [k for k in kwargs if not k.startswith("_")]
+        ax = self._defocus_axis(required=False)
+        if method == "ad" and not exit_wave:
+            if ax is not None:
+                kinds = ["single"] if ax.size == 1 else ["multi"]
+            else:
+                kinds = ["multi"] if self.axes_manager.navigation_dimension else ["single"]
+        else:
+            kinds = {"ad": ["multi"], "tie": ["tie"], "sitie": ["sitie"]}[method]
+        accepted = set()
+        for kind in kinds:
+            accepted |= _method_keywords(kind)
+        if flipped:
+            accepted |= _FLIP_KEYWORDS
+        unknown = [k for k in unknown if k not in accepted]
+        if not unknown:
+            return
+        name = unknown[0]
+        if name in _SIGNAL_PARAMETERS:
+            raise ValueError(
+                f"{name} is not a keyword of reconstruct_phase: the reconstruction reads it "
+                f"from the signal. {_SIGNAL_PARAMETERS[name]}"
+            )
+        label = {"multi": "AD (reconstruct_ad)", "single": "single-image AD (reconstruct_single_image)",
+                 "tie": "TIE (tie_phase)", "sitie": "SITIE (sitie_phase)"}[kinds[0]]
+        if exit_wave:
+            label = "reconstruct_exit_wave (reconstruct_ad)"
+        others = [lbl for kind, lbl in (("multi", "multi-image AD"), ("single", "single-image AD"),
+                                         ("tie", "method='tie'"), ("sitie", "method='sitie'"))
+                  if kind not in kinds and name in _method_keywords(kind)]
+        elsewhere = f" ({name!r} is a keyword of {' and '.join(others)})" if others else ""
+        raise ValueError(
+            f"Unknown keyword{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+            f"{label}{elsewhere}. It accepts: {', '.join(sorted(accepted))}."
+        )
 
     def _reconstruct_tie(self, show_progressbar, lazy_output, **kwargs):
         from hyperspy_lorentz.physics.optics import wavelength
@@ -522,9 +749,7 @@ class LorentzFocalSeries(Signal2D):
                 "reconstruct_phase(method='ad') (which takes one-sided series) or "
                 "method='sitie' for a single image."
             )
-        qc = kwargs.get("qc")
-        if qc is not None and not (np.isfinite(qc) and qc > 0):
-            raise ValueError(f"qc must be a positive frequency in 1/nm (or None for the default), not {qc}.")
+        _check_qc(kwargs)
         lam = wavelength(p["beam_energy_kV"])
         pixel = p["pixel_size_nm"]
 
@@ -542,6 +767,7 @@ class LorentzFocalSeries(Signal2D):
         from hyperspy_lorentz.reconstruction.tie import sitie_phase
 
         p = self._series_inputs(single_image=True, defocus=defocus)
+        _check_qc(kwargs)
         values = p["defocus_nm"]
         if values.size != 1:
             raise ValueError(
@@ -587,6 +813,136 @@ class LorentzFocalSeries(Signal2D):
 
 class LazyLorentzFocalSeries(LazySignal2D, LorentzFocalSeries):
     """Lazy (dask-backed) version of :class:`LorentzFocalSeries`."""
+
+    _lazy = True
+
+
+# Keywords each kernel receives from the signal, not from the user.
+_SUPPLIED = {
+    "multi": {"images", "defocus", "pixel_size", "beam_energy", "cs", "theta_c", "defocus_spread",
+              "astigmatism", "astigmatism_angle", "progress"},
+    "single": {"image", "defocus", "pixel_size", "beam_energy", "cs", "theta_c", "defocus_spread",
+               "progress"},
+    "tie": {"images", "defocus", "pixel_size", "wavelength"},
+    "sitie": {"image", "defocus", "pixel_size", "wavelength"},
+}
+# Keywords of reconstruct_phase(flipped=...) (see signals._flip.reconstruct_flip_pair).
+_FLIP_KEYWORDS = {"flip_axis", "rotation", "upsample", "interpolation"}
+# Parameters that come from the signal, and where to set them.
+_SIGNAL_PARAMETERS = {
+    "pixel_size": "Set it with s.set_microscope_parameters(pixel_size=...) (nm).",
+    "beam_energy": "Set it with s.set_microscope_parameters(beam_energy=...) (keV).",
+    "cs": "Set it with s.set_microscope_parameters(cs=...) (mm).",
+    "theta_c": "Set it with s.set_microscope_parameters(theta_c=...) (mrad).",
+    "defocus_spread": "Set it with s.set_microscope_parameters(defocus_spread=...) (nm).",
+    "astigmatism": "Set it with s.set_microscope_parameters(astigmatism=...) (nm).",
+    "astigmatism_angle": "Set it with s.set_microscope_parameters(astigmatism_angle=...) (degrees).",
+    "wavelength": "It follows from the beam energy: s.set_microscope_parameters(beam_energy=...) (keV).",
+    "defocus": ("Set the defocus of each image with s.set_defocus(values, units='nm'); "
+                "defocus= is only for method='sitie' on a single image without a defocus axis."),
+    "images": "The images are the signal's data.",
+    "image": "The image is the signal's data.",
+}
+
+
+def _method_keywords(kind):
+    """Keywords a user may pass for one kind of kernel (from the kernel's signature)."""
+    import inspect
+
+    if kind == "multi":
+        from hyperspy_lorentz.reconstruction.ad import reconstruct_ad as kernel
+    elif kind == "single":
+        from hyperspy_lorentz.reconstruction.single_image import reconstruct_single_image as kernel
+    elif kind == "tie":
+        from hyperspy_lorentz.reconstruction.tie import tie_phase as kernel
+    else:
+        from hyperspy_lorentz.reconstruction.tie import sitie_phase as kernel
+    names = {
+        name for name, par in inspect.signature(kernel).parameters.items()
+        if par.kind in (par.POSITIONAL_OR_KEYWORD, par.KEYWORD_ONLY) and not name.startswith("_")
+    }
+    names -= _SUPPLIED[kind]
+    if kind == "sitie":
+        names.add("defocus")  # the defocus of a single image without a defocus axis
+    return names
+
+
+def _check_qc(kwargs):
+    """``qc`` (1/nm) as a positive float, or absent/None for the default (in place)."""
+    if kwargs.get("qc") is not None:
+        kwargs["qc"] = _common.as_number("qc", kwargs["qc"], "1/nm", positive=True)
+
+
+class _NotAFocalSeries(BaseSignal):
+    """Registered for shapes of data that cannot be a focal series; refuses them.
+
+    ``s.set_signal_type("lorentz_focal_series")`` on a complex or a
+    one-dimensional signal (or ``hs.load(..., signal_type=...)`` of one) would
+    otherwise leave its class unchanged, and fail later with an AttributeError.
+    These classes, registered in ``hyperspy_extension.yaml`` for those data,
+    raise a ValueError that says what to do instead, and put the signal back
+    to its generic class first.
+    """
+
+    _signal_type = "lorentz_focal_series"
+
+    def __init__(self, *args, **kwargs):
+        have_data = "_data" in self.__dict__ or "data" in self.__dict__
+        if have_data:
+            dtype = np.asarray(self.data[(0,) * self.data.ndim] if self.data.ndim else self.data).dtype
+            dims = self.axes_manager.signal_dimension
+        else:
+            data = args[0] if args else kwargs.get("data")
+            dtype = getattr(data, "dtype", np.asarray(data).dtype)
+            dims = self._signal_dimension
+        message = _not_a_focal_series_message(dtype, dims)
+        if have_data:  # called from set_signal_type: restore the signal's generic class
+            from hyperspy.io import assign_signal_subclass
+
+            self.metadata.set_item("Signal.signal_type", "")
+            self.__class__ = assign_signal_subclass(
+                dtype=self.data.dtype, signal_dimension=dims, signal_type="", lazy=self._lazy
+            )
+        raise ValueError(message)
+
+
+def _not_a_focal_series_message(dtype, signal_dimension):
+    if np.issubdtype(dtype, np.complexfloating):
+        return (
+            "A Lorentz focal series holds real image intensities, but this signal is "
+            "complex (an exit wave or a hologram?). Make the intensities first, e.g. "
+            "i = s.amplitude ** 2; i.set_signal_type('lorentz_focal_series')."
+        )
+    return (
+        "A Lorentz focal series is a stack of 2-D images, but this signal has "
+        f"{signal_dimension} signal dimension(s). Make the two image dimensions the signal "
+        "axes first, e.g. s = s.as_signal2D((0, 1)) (or s.transpose(signal_axes=2)), then "
+        "s.set_signal_type('lorentz_focal_series')."
+    )
+
+
+class LorentzFocalSeriesComplex(_NotAFocalSeries):
+    """Refuses complex data as a focal series (see :class:`_NotAFocalSeries`)."""
+
+    _signal_dimension = 2
+    _lazy = False
+
+
+class LazyLorentzFocalSeriesComplex(LorentzFocalSeriesComplex):
+    """Lazy twin of :class:`LorentzFocalSeriesComplex`."""
+
+    _lazy = True
+
+
+class LorentzFocalSeries1D(_NotAFocalSeries):
+    """Refuses one-dimensional signals as a focal series (see :class:`_NotAFocalSeries`)."""
+
+    _signal_dimension = 1
+    _lazy = False
+
+
+class LazyLorentzFocalSeries1D(LorentzFocalSeries1D):
+    """Lazy twin of :class:`LorentzFocalSeries1D`."""
 
     _lazy = True
 

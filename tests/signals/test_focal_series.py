@@ -157,11 +157,43 @@ class TestDefocus:
             s.set_defocus([-1, 0, 1])
         _assert_unchanged(s, snap)
 
-    def test_single_image(self):
+    def test_single_image_gets_a_defocus_axis_of_one(self):
         s = hs.signals.Signal2D(np.ones((8, 8)))
         s.set_signal_type("lorentz_focal_series")
-        with pytest.raises(ValueError, match="single image"):
-            s.set_defocus([100])
+        s.set_defocus([-1.5], units="um")
+        assert s.data.shape == (1, 8, 8)
+        ax = s.axes_manager["defocus"]
+        assert ax.navigate and ax.units == "nm" and ax.size == 1
+        np.testing.assert_allclose(ax.axis, [-1500.0])
+
+    def test_single_image_takes_one_value(self):
+        s = hs.signals.Signal2D(np.ones((8, 8)))
+        s.set_signal_type("lorentz_focal_series")
+        snap = _snapshot(s)
+        with pytest.raises(ValueError, match=r"single image takes one value.*hs\.stack"):
+            s.set_defocus([-100, 100])
+        _assert_unchanged(s, snap)
+
+    @pytest.mark.parametrize(
+        "values, units, nm",
+        [
+            (["-1.6 mm", "0 mm", "1.6 mm"], "nm", [-1.6e6, 0, 1.6e6]),
+            (["-800", 0, "0.8 um"], "nm", [-800, 0, 800]),
+            (["-1.2", "0", "1.2"], "um", [-1200, 0, 1200]),
+        ],
+    )
+    def test_quantity_strings(self, values, units, nm):
+        s = _series()
+        s.set_defocus(values, units=units)
+        np.testing.assert_allclose(s.axes_manager["defocus"].axis, nm)
+
+    @pytest.mark.parametrize("values", [["a", "b", "c"], "a", [-1, "x", 1], ["-1 kg", "0 nm", "1 nm"], [-1, None, 1]])
+    def test_strings_that_are_not_lengths_raise_a_clear_error(self, values):
+        s = _series()
+        snap = _snapshot(s)
+        with pytest.raises(ValueError, match=r"defocus\[\d\].*(nm|number)"):
+            s.set_defocus(values)
+        _assert_unchanged(s, snap)
 
     def test_missing_defocus_named_in_error(self):
         s = _series()
@@ -246,3 +278,293 @@ class TestImageChecks:
         s.axes_manager.signal_axes[0].convert_to_non_uniform_axis()
         with pytest.raises(ValueError, match="non-uniform"):
             s._check_images()
+
+
+# ----------------------------------------------------------------------------
+# Messages that name the way out, and inputs checked alike by every method
+# ----------------------------------------------------------------------------
+DEFOCUS_NM = (-2e4, 0.0, 2e4)  # Fresnel length 7 nm: 1.4 pixels of 5 nm at 200 kV
+
+
+def _calibrated(n=3, shape=(16, 16), defocus=DEFOCUS_NM):
+    s = _series(n=n, shape=shape)
+    s.set_microscope_parameters(beam_energy=200, pixel_size=5)
+    if defocus is not None:
+        s.set_defocus(list(defocus))
+    return s
+
+
+def _image(shape=(16, 16)):
+    s = hs.signals.Signal2D(np.random.default_rng(1).uniform(0.5, 1.5, size=shape))
+    s.set_signal_type("lorentz_focal_series")
+    s.set_microscope_parameters(beam_energy=200, pixel_size=5)
+    return s
+
+
+class TestWayOut:
+    def test_single_image_without_defocus_names_both_ways_and_both_work(self):
+        s = _image()
+        with pytest.raises(ValueError, match=r"single image.*s\.set_defocus\(\[value\]") as info:
+            s.reconstruct_phase(method="sitie")
+        assert "reconstruct_phase(method='sitie', defocus=value)" in str(info.value)
+        a = s.reconstruct_phase(method="sitie", defocus=2e4, show_progressbar=False)
+        s.set_defocus([2e4])
+        b = s.reconstruct_phase(method="sitie", show_progressbar=False)
+        np.testing.assert_allclose(a.data, b.data)
+
+    def test_frames_at_one_defocus_name_the_way_out_and_it_works(self):
+        s = _calibrated(defocus=None)
+        snap = _snapshot(s)
+        with pytest.raises(ValueError) as info:
+            s.set_defocus([2e4] * 3)
+        _assert_unchanged(s, snap)
+        message = str(info.value)
+        for step in ("t = s.inav[i]", "t = s.mean(axis=0)", "t.set_defocus([20000])",
+                     "t.reconstruct_phase(method='sitie')", "method='ad'"):
+            assert step in message
+        t = s.mean(axis=0)
+        t.set_defocus([20000])
+        assert isinstance(t.reconstruct_phase(method="sitie", show_progressbar=False), hs.signals.Signal2D)
+        t = s.inav[1]
+        t.set_defocus([20000])
+        phase = t.reconstruct_phase(method="ad", max_iterations=3, show_progressbar=False)
+        assert phase.data.shape == (16, 16)
+
+    def test_defocus_keyword_on_a_stack_names_inav(self):
+        s = _calibrated(defocus=None)
+        with pytest.raises(ValueError, match=r"s\.inav\[i\]\.reconstruct_phase\(method='sitie', defocus="):
+            s.reconstruct_phase(method="sitie", defocus=2e4)
+        phase = s.inav[0].reconstruct_phase(method="sitie", defocus=2e4, show_progressbar=False)
+        assert phase.data.shape == (16, 16)
+
+    def test_defocus_keyword_takes_a_quantity_string(self):
+        s = _image()
+        a = s.reconstruct_phase(method="sitie", defocus="20 um", show_progressbar=False)
+        b = s.reconstruct_phase(method="sitie", defocus=2e4, show_progressbar=False)
+        np.testing.assert_allclose(a.data, b.data)
+        with pytest.raises(ValueError, match="defocus"):
+            s.reconstruct_phase(method="sitie", defocus="twenty")
+
+
+class TestKeywords:
+    @pytest.mark.parametrize("method, listed", [("tie", "qc"), ("sitie", "symmetric"), ("ad", "max_iterations")])
+    def test_unknown_keyword_lists_the_accepted_ones(self, method, listed):
+        s = _calibrated()
+        if method == "sitie":
+            s = s.inav[0:1]
+        with pytest.raises(ValueError, match=rf"Unknown keyword 'foo'.*accepts: .*\b{listed}\b"):
+            s.reconstruct_phase(method=method, foo=1)
+
+    def test_single_image_ad_lists_its_own_keywords(self):
+        s = _calibrated().inav[0:1]
+        with pytest.raises(ValueError, match=r"single-image AD.*'refine' is a keyword of multi-image AD.*prior"):
+            s.reconstruct_phase(method="ad", refine=("defocus",))
+
+    def test_keyword_of_another_method_is_named(self):
+        with pytest.raises(ValueError, match=r"'refine' is a keyword of multi-image AD"):
+            _calibrated().reconstruct_phase(method="tie", refine=("defocus",))
+
+    @pytest.mark.parametrize("name, value", [("pixel_size", 3.0), ("cs", 1.0), ("beam_energy", 300)])
+    def test_signal_parameters_say_where_to_set_them(self, name, value):
+        with pytest.raises(ValueError, match=rf"set_microscope_parameters\({name}="):
+            _calibrated().reconstruct_phase(method="tie", **{name: value})
+
+    def test_exit_wave_checks_its_keywords(self):
+        with pytest.raises(ValueError, match=r"Unknown keyword 'foo' for reconstruct_exit_wave"):
+            _calibrated().reconstruct_exit_wave(foo=1)
+
+    def test_qc_as_a_quantity_string(self):
+        s = _calibrated()
+        a = s.reconstruct_phase(method="tie", qc="0.05 1/nm", show_progressbar=False)
+        b = s.reconstruct_phase(method="tie", qc=0.05, show_progressbar=False)
+        np.testing.assert_allclose(a.data, b.data)
+        for qc in ("a lot", -1):
+            with pytest.raises(ValueError, match="qc"):
+                s.reconstruct_phase(method="tie", qc=qc)
+
+
+class TestImageSize:
+    @pytest.mark.parametrize("shape", [(3, 3), (64, 5), (2, 2), (7, 64)])
+    @pytest.mark.parametrize("method", ["tie", "sitie", "ad"])
+    def test_every_method_refuses_the_same_small_images(self, shape, method):
+        s = _calibrated(shape=shape)
+        if method == "sitie":
+            s = s.inav[0:1]
+        with pytest.raises(ValueError, match=rf"{shape[0]} x {shape[1]} pixels; every method needs at least 8 x 8"):
+            s.reconstruct_phase(method=method, show_progressbar=False)
+
+    def test_smallest_accepted_image(self):
+        s = _calibrated(shape=(8, 8))
+        assert s.reconstruct_phase(method="tie", show_progressbar=False).data.shape == (8, 8)
+
+
+class TestBlankData:
+    def test_no_images(self):
+        s = hs.signals.Signal2D(np.zeros((0, 16, 16)))
+        s.set_signal_type("lorentz_focal_series")
+        with pytest.raises(ValueError, match=r"holds no data \(navigation shape \(0,\)"):
+            s._check_images()
+
+    def test_one_blank_image_is_named_with_the_way_out(self):
+        s = _calibrated(n=4, defocus=(-2e4, -1e4, 1e4, 2e4))
+        s.data[2] = 0
+        with pytest.raises(ValueError) as info:
+            s.reconstruct_phase(method="tie")
+        message = str(info.value)
+        assert "1 image(s)" in message and "index 2" in message
+        assert "hs.stack([s.inav[i] for i in [0, 1, 3]])" in message
+        t = hs.stack([s.inav[i] for i in [0, 1, 3]])
+        t.set_defocus([-2e4, -1e4, 2e4])
+        assert t.reconstruct_phase(method="tie", show_progressbar=False).data.shape == (16, 16)
+
+    def test_all_blank(self):
+        s = _calibrated()
+        s.data[:] = 0
+        with pytest.raises(ValueError, match="Every image of the focal series is zero"):
+            s.reconstruct_phase(method="tie")
+
+
+class TestInputStrings:
+    def test_microscope_parameters_as_quantity_strings(self):
+        s = _series()
+        s.set_microscope_parameters(beam_energy="300 kV", pixel_size="2.5 Å", cs="1.2 mm", theta_c="10 urad",
+                                    defocus_spread="0.5 um", astigmatism_angle="30 deg")
+        p = s.get_microscope_parameters()
+        assert p["beam_energy_kV"] == pytest.approx(300)
+        assert p["pixel_size_nm"] == pytest.approx(0.25)
+        assert p["cs_mm"] == pytest.approx(1.2)
+        assert p["theta_c_mrad"] == pytest.approx(0.01)
+        assert p["defocus_spread_nm"] == pytest.approx(500)
+        assert p["astigmatism_angle_deg"] == pytest.approx(30)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"cs": "abc"}, r"cs must be a number in mm"),
+            ({"beam_energy": "200 nm"}, r"beam_energy = '200 nm' is not convertible to keV"),
+            ({"pixel_size": [1.0]}, r"pixel_size must be a number in nm"),
+            ({"theta_c": True}, r"theta_c must be a number in mrad"),
+        ],
+    )
+    def test_bad_strings_and_types_raise_value_errors(self, kwargs, match):
+        s = _series()
+        snap = _snapshot(s)
+        with pytest.raises(ValueError, match=match):
+            s.set_microscope_parameters(**kwargs)
+        _assert_unchanged(s, snap)
+
+
+class TestNonSquarePixels:
+    def test_reported_not_raised(self):
+        s = _calibrated()
+        s.axes_manager.signal_axes[0].scale = 3.0
+        p = s.get_microscope_parameters()
+        assert p["pixel_size_nm"] is None and p["sources"]["pixel_size_nm"] is None
+        assert "not square" in p["problems"]["pixel_size_nm"]
+        assert p["beam_energy_kV"] == 200  # the rest is still reported
+        with pytest.raises(ValueError, match="not square"):
+            s.reconstruct_phase(method="tie")
+
+    def test_no_problems_when_calibrated(self):
+        assert _calibrated().get_microscope_parameters()["problems"] == {}
+
+
+class TestDefocusPlausibility:
+    @pytest.mark.parametrize(
+        "df, match",
+        [
+            (5.0, r"implausibly small for 5 nm pixels.*units='um'"),
+            (5e9, r"implausibly large.*field of view.*m for mm"),
+        ],
+    )
+    @pytest.mark.parametrize("method", ["tie", "sitie"])
+    def test_implausible_defocus_warns_with_the_likely_unit(self, df, match, method):
+        s = _calibrated(defocus=(-df, 0.0, df))
+        if method == "sitie":
+            s = s.inav[2:3]
+        with pytest.warns(UserWarning, match=match):
+            s.reconstruct_phase(method=method, show_progressbar=False)
+
+    def test_sitie_defocus_keyword_is_checked_too(self):
+        with pytest.warns(UserWarning, match="implausibly small"):
+            _image().reconstruct_phase(method="sitie", defocus=5, show_progressbar=False)
+
+    def test_plausible_defocus_does_not_warn(self):
+        import warnings
+
+        s = _calibrated()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            s.reconstruct_phase(method="tie", show_progressbar=False)
+
+
+# ----------------------------------------------------------------------------
+# Data that cannot be a focal series fail at set_signal_type
+# ----------------------------------------------------------------------------
+_REFUSING = [
+    ("LorentzFocalSeriesComplex", "complex", 2, False),
+    ("LazyLorentzFocalSeriesComplex", "complex", 2, True),
+    ("LorentzFocalSeries1D", "real", 1, False),
+    ("LazyLorentzFocalSeries1D", "real", 1, True),
+]
+
+
+@pytest.fixture
+def refusing_classes(monkeypatch):
+    """The registrations of hyperspy_extension.yaml for the refusing classes."""
+    from hyperspy.extensions import ALL_EXTENSIONS
+
+    for name, dtype, dim, lazy in _REFUSING:
+        monkeypatch.setitem(ALL_EXTENSIONS["signals"], name, {
+            "signal_type": "lorentz_focal_series",
+            "signal_type_aliases": ["focal_series", "LTEM"],
+            "signal_dimension": dim,
+            "dtype": dtype,
+            "lazy": lazy,
+            "module": "hyperspy_lorentz.signals.focal_series",
+        })
+
+
+class TestNotAFocalSeries:
+    @pytest.mark.parametrize(
+        "make, match",
+        [
+            (lambda: hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex)), r"complex.*s\.amplitude \*\* 2"),
+            (lambda: hs.signals.Signal1D(np.ones((3, 16))), r"stack of 2-D images.*1 signal dimension.*as_signal2D"),
+        ],
+    )
+    @pytest.mark.parametrize("lazy", [False, True])
+    def test_set_signal_type_fails_early_and_keeps_the_class(self, refusing_classes, make, match, lazy):
+        s = make()
+        if lazy:
+            s = s.as_lazy()
+        cls = type(s)
+        with pytest.raises(ValueError, match=match):
+            s.set_signal_type("lorentz_focal_series")
+        assert type(s) is cls
+        assert s.metadata.Signal.signal_type == ""
+
+    def test_hs_load_fails_early(self, refusing_classes, tmp_path):
+        hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex)).save(tmp_path / "c.hspy")
+        with pytest.raises(ValueError, match="complex"):
+            hs.load(tmp_path / "c.hspy", signal_type="lorentz_focal_series")
+
+    def test_the_advice_works(self, refusing_classes):
+        c = hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex))
+        i = c.amplitude ** 2
+        i.set_signal_type("lorentz_focal_series")
+        assert isinstance(i, LorentzFocalSeries)
+        s = hs.signals.Signal1D(np.ones((3, 16, 16)))
+        t = s.as_signal2D((0, 1))
+        t.set_signal_type("lorentz_focal_series")
+        assert isinstance(t, LorentzFocalSeries)
+
+    def test_registered_by_the_extension_yaml(self):
+        from hyperspy.extensions import ALL_EXTENSIONS
+
+        missing = [name for name, *_ in _REFUSING if name not in ALL_EXTENSIONS["signals"]]
+        if missing:
+            pytest.skip(f"hyperspy_extension.yaml does not register {missing} yet")
+        s = hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex))
+        with pytest.raises(ValueError, match="complex"):
+            s.set_signal_type("lorentz_focal_series")
