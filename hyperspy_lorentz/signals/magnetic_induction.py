@@ -326,3 +326,7 @@ class LazyMagneticInduction(LazySignal2D, MagneticInduction):
 
     _lazy = True
 
+    # The plot shows the (computed) colour signal, not the lazy data: HyperSpy's
+    # lazy plot, first in the method order, would plot the components instead.
+    plot = MagneticInduction.plot
+

@@ -159,6 +159,16 @@ class TestInductionPlot:
         assert not [t for t in ax.texts if t.get_text() in ("(0,)", "(1,)")]
 
 
+    def test_lazy_induction_plots_the_same_figure(self):
+        b = _uniform_induction().as_lazy()
+        fig = b.plot(arrows=True)
+        assert fig is not None  # HyperSpy's lazy plot would show the raw components
+        ax = fig.axes[0]
+        assert ax.get_title().endswith("(T nm)")
+        assert [c for c in ax.collections if type(c).__name__ == "Quiver"]
+        assert _child_axes(fig, "colour wheel") and _child_axes(fig, "magnitude bar")
+
+
 # ------------------------------------------------------------ LorentzFocalSeries
 def _series(defocus):
     y, x = np.mgrid[:32, :32]
@@ -189,6 +199,12 @@ class TestFocalSeriesPlot:
         s.axes_manager.indices = (2,)
         assert image_ax.get_title().endswith(f"defocus {last}")
         assert s.axes_manager["defocus"].units == "nm"  # the axis itself is unchanged
+
+    def test_lazy_series(self):
+        s = _series((-3e5, 0.0, 3e5)).as_lazy()
+        s.plot()
+        assert s._plot.signal_plot.ax.get_title().endswith("defocus -300 µm")
+        assert s._plot.navigator_plot.ax.get_xlabel() == "defocus (µm)"
 
     def test_title_keeps_the_signal_title_and_other_axes(self):
         s = hs.stack([_series((-3e5, 0.0, 3e5))] * 2, new_axis_name="time")
