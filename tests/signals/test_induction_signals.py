@@ -64,6 +64,19 @@ def test_bad_thickness(film, thickness):
         film[0].induction(thickness=thickness)
 
 
+@pytest.mark.parametrize("thickness", [f"{T:g} nm", f"{T:g}nm", f"{T / 1000:g} um", str(T)])
+def test_thickness_as_a_quantity_string(film, thickness):
+    b = film[0].induction(thickness=thickness)
+    assert b.metadata.Signal.Induction.thickness == pytest.approx(T)
+    np.testing.assert_allclose(b.data, film[0].induction(thickness=T).data)
+
+
+@pytest.mark.parametrize("thickness", ["twenty", "20 kg", "-20 nm", [20.0]])
+def test_bad_thickness_strings_name_the_argument(film, thickness):
+    with pytest.raises(ValueError, match=r"thickness.*nm"):
+        film[0].induction(thickness=thickness)
+
+
 def test_uncalibrated_phase_raises():
     with pytest.raises(ValueError, match="pixel size"):
         ElectronPhase(np.zeros((16, 16))).induction()
