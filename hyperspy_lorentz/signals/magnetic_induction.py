@@ -186,7 +186,7 @@ class MagneticInduction(Signal2D):
     def plot(self, arrows=False, arrow_step=None, max_magnitude=None, cmap=None, wheel=True, **kwargs):
         """Show the colour image of the induction with its legends.
 
-        The image is the colour map of :meth:`get_color_signal` (direction as hue,
+        The image is the colour map of :meth:`~hyperspy_lorentz.signals.magnetic_induction.MagneticInduction.get_color_signal` (direction as hue,
         magnitude as brightness). Beside it: the colour wheel (the hue of each
         direction, ``+x`` right and ``+y`` down as in the image) and a grey scale
         bar that gives the magnitude of each brightness, in the signal's units
@@ -203,7 +203,7 @@ class MagneticInduction(Signal2D):
             Pixels between arrows (default: 1/16 of the image width).
         max_magnitude : float, str or None
             Magnitude at full brightness, in the signal's units (see
-            :meth:`get_color_signal`).
+            :meth:`~hyperspy_lorentz.signals.magnetic_induction.MagneticInduction.get_color_signal`).
         cmap : str or matplotlib colormap or None
             Cyclic colour map for the direction.
         wheel : bool
