@@ -46,7 +46,10 @@ def reconstruct_flip_pair(
         if s._lazy:
             raise ValueError(f"{name} is lazy; load it into memory with s.compute() first.")
     p_u = unflipped._series_inputs(single_image=(method == "sitie"))
-    p_f = flipped._series_inputs(single_image=(method == "sitie"))
+    try:
+        p_f = flipped._series_inputs(single_image=(method == "sitie"))
+    except ValueError as exc:  # say which of the two series is at fault
+        raise ValueError(f"The flipped series (flipped=...) cannot be used: {exc}") from None
     check_flipped_series(
         unflipped.data.shape, flipped.data.shape, defocus=p_u["defocus_nm"], flipped_defocus=p_f["defocus_nm"]
     )
@@ -70,6 +73,10 @@ def reconstruct_flip_pair(
     )
     # Nothing else of the unflipped signal is carried over to the flipped one.
     aligned_series.metadata.General.title = "Flipped series, aligned"
+    # register_flipped keeps each aligned image within the range of the recorded
+    # one (its interpolation cannot make valid counts negative); check it before
+    # the first, possibly long, reconstruction rather than after it.
+    aligned_series._check_images()
 
     phase_u = unflipped.reconstruct_phase(method=method, show_progressbar=show_progressbar, **kwargs)
     phase_f = aligned_series.reconstruct_phase(method=method, show_progressbar=show_progressbar, **kwargs)
