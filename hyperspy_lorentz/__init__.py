@@ -32,6 +32,7 @@ __all__ = sorted(_LAZY)
 def __getattr__(name):
     # Import on first use: HyperSpy imports this package while it registers
     # extensions, and torch should not be imported at that moment.
+    if name == "data": return __import__("hyperspy_lorentz.data", fromlist=["data"])  # example data
     if name in _LAZY:
         import importlib
 
