@@ -1,5 +1,6 @@
 """Tests of the OVF 1.0 / 2.0 reader and writer."""
 
+import re
 import struct
 
 import numpy as np
@@ -241,3 +242,40 @@ def test_read_bad_files(tmp_path):
     p.write_text(OVF2_TEXT.replace("meshunit: m", "meshunit: parsec_per_kelvin"))
     with pytest.raises(ValueError, match="meshunit"):
         read_ovf(p)
+
+
+def test_read_refuses_what_it_cannot_trust(tmp_path):
+    """Contradictions and damage the old reader let through: named with the file, line and field."""
+    p = tmp_path / "d.ovf"
+
+    def refused(text_or_bytes, pattern):
+        if isinstance(text_or_bytes, str):
+            p.write_text(text_or_bytes)
+        else:
+            p.write_bytes(text_or_bytes)
+        with pytest.raises(ValueError, match=re.escape(str(p)) + r"(, line \d+)?: .*" + pattern):
+            read_ovf(p)
+
+    refused(OVF2_TEXT.replace("# xnodes: 3", "# xnodes: -3"), "xnodes is '-3', not a whole number >= 1")
+    refused(OVF2_TEXT.replace("# xnodes: 3", "# xnodes: 3.0"), "xnodes is '3.0', not a whole number")
+    refused(OVF2_TEXT.replace("# zstepsize: 3e-09", "# zstepsize: nan"), "zstepsize is 'nan', not a finite")
+    refused(OVF2_TEXT.replace("# zstepsize: 3e-09", "# zstepsize: -3e-09"), "zstepsize .* not a positive length")
+    refused(OVF2_TEXT.replace("# zstepsize: 3e-09", "# zstepsize: 4e-09"), "zstepsize 4e-09 disagrees with the bounds")
+    refused(OVF2_TEXT.replace("# xmax: 1.5e-08", "# xmax: 0"), "xmax 0 is not above xmin")
+    refused(OVF2_TEXT.replace("# ynodes: 2\n", "# ynodes: 2\n# ynodes: 3\n"), "ynodes is given twice")
+    refused(OVF2_TEXT.replace("0 0 1\n", "0 0 1\n0 0 1\n"), "holds 21 values, more than the 18")
+    refused(OVF2_TEXT.replace("0 0 1\n", "0 0 1e999\n"), "overflows to infinity")
+    refused(OVF2_TEXT.replace("0 0 1\n", "0 0 nan\n"), "'nan' in the data block is not a number")
+    refused(OVF2_TEXT.replace("# End: Data Text\n# End: Segment\n", ""), "without its '# End: Data Text' line")
+    refused(OVF2_TEXT.replace("Data Text", "Data Binary 2"), "data format 'Binary 2' is not supported")
+    refused(OVF2_TEXT.replace("# OOMMF OVF 2.0", "# OOMMF: irregular mesh v1.0"), "irregular-mesh")
+    refused("", "the file is empty")
+    # binary: a header that announces fewer nodes than the data hold, a NaN, a file cut short
+    write_ovf(p, np.ones((1, 2, 2, 3)), 1.0, fmt="binary8")
+    raw = p.read_bytes()
+    refused(raw.replace(b"# xnodes: 2", b"# xnodes: 1").replace(b"# xmax: 2e-09", b"# xmax: 1e-09"),
+            "the binary data block is longer than the 6 values")
+    start = raw.index(b"Binary 8\n") + len(b"Binary 8\n")
+    refused(raw[:start + 16] + struct.pack("<d", np.nan) + raw[start + 24:], r"binary value 1 \(byte")
+    refused(raw[:start + 40], "holds at most 4 binary values")
+    refused(raw[:-30], "no '# End: Data Binary 8' line")
