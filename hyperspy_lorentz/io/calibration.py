@@ -29,6 +29,7 @@ hspy / zspy                 as saved                               as saved
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -43,6 +44,13 @@ _NO_UNITS = {"", "<undefined>", "[]", "none", "px", "pix", "pixel", "pixels"}
 # Relative tolerance for "square pixels": vendors store one float per axis and
 # RosettaSciIO may convert each axis separately (e.g. m -> pm), so allow rounding.
 _SQUARE_RTOL = 1e-5
+
+#: Largest beam energy read from a file, keV (the bound of ``set_microscope_parameters``).
+MAX_BEAM_ENERGY_KEV = 10000.0
+#: Values that say "not recorded" rather than give a wrong number.
+_NOT_RECORDED = {"", "n/a", "na", "none", "null", "unknown", "-", "--", "?"}
+# A decimal number as vendors write it; float() also takes '1_0', 'nan', 'infinity'.
+_NUMBER_RE = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
 def beam_energy_from_metadata(signal):
@@ -61,10 +69,19 @@ def beam_energy_from_metadata(signal):
     Returns
     -------
     energy : float or None
-        The beam energy in keV, or None if it is absent, not a number or not
-        positive.
+        The beam energy in keV, or None if it is not recorded (absent, None, an
+        empty string or ``"n/a"``).
     source : {"file", None}
         ``"file"`` when a value was found, otherwise None.
+
+    Raises
+    ------
+    ValueError
+        If a value is recorded but is not a beam energy: not a number (text,
+        a boolean, several values), not finite, not positive, or above
+        10000 keV (``MAX_BEAM_ENERGY_KEV``; most often volts stored as keV). The
+        message names the field and the fix,
+        ``s.set_microscope_parameters(beam_energy=...)``.
 
     Examples
     --------
@@ -81,12 +98,28 @@ def beam_energy_from_metadata(signal):
     if not md.has_item(key):
         return None, None
     value = md.get_item(key)
-    try:
+    if isinstance(value, (bytes, np.bytes_)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple, np.ndarray)) and np.size(value) == 1:
+        value = np.asarray(value, dtype=object).reshape(-1)[0]
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NOT_RECORDED) or (
+            isinstance(value, (list, tuple, np.ndarray)) and np.size(value) == 0):
+        return None, None
+    field = f"metadata.{key}"
+    fix = "Set it: s.set_microscope_parameters(beam_energy=200) (keV)."
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    energy = None
+    if isinstance(value, str) and _NUMBER_RE.fullmatch(value):
         energy = float(value)
-    except (TypeError, ValueError):
-        return None, None
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        energy = float(value)
+    if energy is None:
+        raise ValueError(f"{field} is {shown}, not a number of keV. {fix}")
     if not math.isfinite(energy) or energy <= 0:
-        return None, None
+        raise ValueError(f"{field} is {shown}, not a positive beam energy in keV. {fix}")
+    if energy > MAX_BEAM_ENERGY_KEV:
+        raise ValueError(f"{field} is {energy:g} keV, above any TEM ({MAX_BEAM_ENERGY_KEV:g} keV): was it "
+                         f"stored in V? {fix}")
     return energy, "file"
 
 
@@ -158,6 +191,13 @@ def pixel_size_nm(signal):
 
     if all(no_unit) and all(np.isclose(sc, 1.0) for sc in scales):
         return None, None
+    for i, (ax, sc) in enumerate(zip(axes, scales)):
+        if not math.isfinite(sc) or sc <= 0:
+            raise ValueError(
+                f"Signal axis {i} ({ax.name!r}) has a scale of {sc!r} {units[i]}, not a positive "
+                f"pixel size. Set it, e.g. s.axes_manager.signal_axes[{i}].scale = <pixel size> "
+                f"(and .units = 'nm')."
+            )
     for i, (ax, nu, sc) in enumerate(zip(axes, no_unit, scales)):
         if nu:
             raise ValueError(
@@ -170,18 +210,24 @@ def pixel_size_nm(signal):
     sizes = []
     for i, (ax, u, sc) in enumerate(zip(axes, units, scales)):
         try:
-            sizes.append(to_nm(sc, u))
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf: refused below
+                sizes.append(to_nm(sc, u))
+            problem = None
         except ValueError as exc:
+            problem = f"{exc}"
+        except Exception:  # noqa: BLE001 - pint's parser raises many kinds of errors on free text
+            problem = "it cannot be read as a unit."
+        if problem is not None:
             raise ValueError(
                 f"Signal axis {i} ({ax.name!r}) has units {u!r}, which is not a "
-                f"length: {exc} Set it, e.g. "
+                f"length: {problem} Set it, e.g. "
                 f"s.axes_manager.signal_axes[{i}].units = 'nm'."
             ) from None
     for i, sz in enumerate(sizes):
         if not math.isfinite(sz) or sz <= 0:
             raise ValueError(
                 f"Signal axis {i} ({axes[i].name!r}) has a scale of {scales[i]!r} "
-                f"{units[i]}, not a positive pixel size. Set it, e.g. "
+                f"{units[i]}, not a positive, finite pixel size in nm. Set it, e.g. "
                 f"s.axes_manager.signal_axes[{i}].scale = <pixel size>."
             )
     if not np.isclose(sizes[0], sizes[1], rtol=_SQUARE_RTOL, atol=0.0):

@@ -19,6 +19,18 @@ is only returned when there is exactly one per image along the stack axis;
 otherwise ``(None, None)`` is returned and the caller asks the user for the
 defocus values.
 
+What is missing and what is wrong
+---------------------------------
+A defocus that is simply not recorded (no known tag, an empty value, a name
+without a length) gives None, and the next source is tried. A defocus that *is*
+recorded but cannot be trusted raises a ``ValueError`` naming the file, the tag
+(or the name, the frame) and the problem, rather than being skipped silently:
+a known tag that holds text that is not a number, NaN or infinity, several
+values, or a length beyond any microscope (more than 1 m); a Velox record that
+is not valid JSON; a Velox frame table that points at records that do not
+exist, or fewer records than frames. The fix is always the same: give the
+defocus explicitly, ``s.set_defocus([...], units="nm")``.
+
 None of these functions modifies the signal it reads.
 
 Vendor tags
@@ -113,6 +125,27 @@ _DEFOCUS_RE = re.compile(
 
 _INFOCUS_RE = re.compile(r"(?<![A-Za-z])in[-_ ]?focus(?:ed)?(?![A-Za-z])", re.IGNORECASE)
 
+#: Largest |defocus| any reader accepts, nm: 1 m, longer than a microscope column.
+MAX_DEFOCUS_NM = 1e9
+_FIX = "Set the defocus explicitly: s.set_defocus([...], units='nm')."
+# A decimal number as vendors write it; float() also takes '1_0', 'nan', 'infinity'.
+_FLOAT_RE = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+
+
+def _beyond(nm):
+    return not math.isfinite(nm) or abs(nm) > MAX_DEFOCUS_NM
+
+
+def _times_unit(value, unit):
+    """``value`` in ``unit``, in nm, to 12 significant digits (inf if it overflows).
+
+    The unit's factor is taken from pint and applied here, so that any finite
+    number converts (huge ones overflow to inf, tiny ones stay tiny).
+    """
+    with np.errstate(over="ignore"):
+        nm = float(value) * to_nm(1.0, unit)
+    return float(f"{nm:.12g}") + 0.0 if math.isfinite(nm) else nm
+
 
 def defocus_from_filename(name):
     """Parse a defocus value from a file name or a title.
@@ -144,7 +177,8 @@ def defocus_from_filename(name):
 
     When several values are found, keyword values (including ``infocus``) win
     over signed values, which win over unsigned values; if the winners disagree,
-    the name is ambiguous and None is returned.
+    the name is ambiguous and None is returned. A winning value that is not a
+    possible defocus (it overflows, or exceeds 1 m) raises a ValueError.
 
     Parameters
     ----------
@@ -155,6 +189,12 @@ def defocus_from_filename(name):
     -------
     float or None
         The defocus in nm (positive for overfocus), or None.
+
+    Raises
+    ------
+    ValueError
+        If the name writes a defocus that no microscope has (``|defocus| > 1 m``
+        or a number too long to be finite), naming the name and the value.
 
     Examples
     --------
@@ -176,9 +216,9 @@ def defocus_from_filename(name):
     if not base:
         return None
 
-    candidates = []  # (priority, value in nm)
+    candidates = []  # (priority, value in nm, text)
     for m in _DEFOCUS_RE.finditer(base):
-        value = float(m.group("num"))
+        value = float(m.group("num"))  # inf for a number of 309 or more digits
         unit = _UNITS[m.group("unit").lower().replace("μ", "µ").replace("Μ", "µ")]
         sign_char = m.group("ksign") or m.group("sign") or m.group("lsign")
         negative = sign_char is not None and sign_char.lower() in (_MINUS + "m")
@@ -197,17 +237,26 @@ def defocus_from_filename(name):
             priority = 1
         else:
             priority = 0
-        nm = to_nm(-value if negative else value, unit)
-        # A name holds a short decimal: round pint's 1999.9999999999998 to 2000.0;
-        # + 0.0 turns -0.0 into 0.0.
-        candidates.append((priority, float(f"{nm:.12g}") + 0.0))
-    for _ in _INFOCUS_RE.finditer(base):
-        candidates.append((2, 0.0))
+        # A name holds a short decimal: _times_unit rounds 1999.9999999999998 to
+        # 2000.0 and turns -0.0 into 0.0.
+        nm = _times_unit(-value if negative else value, unit)
+        candidates.append((priority, nm, m.group(0)))
+    for m in _INFOCUS_RE.finditer(base):
+        candidates.append((2, 0.0, m.group(0)))
 
     if not candidates:
         return None
-    best = max(p for p, _ in candidates)
-    values = [v for p, v in candidates if p == best]
+    best = max(c[0] for c in candidates)
+    winners = [c for c in candidates if c[0] == best]
+    for _, v, text in winners:
+        if _beyond(v):
+            shown = text if len(text) <= 40 else text[:18] + "..." + text[-18:]
+            raise ValueError(
+                f"File name {base if len(base) <= 80 else base[:77] + '...'!r}: the defocus {shown!r} is "
+                f"{'too long a number to be finite' if not math.isfinite(v) else f'{v:.4g} nm'}, beyond any "
+                f"microscope (|defocus| <= 1 m). Rename the file, or {_FIX[0].lower()}{_FIX[1:]}"
+            )
+    values = [v for _, v, _ in winners]
     if all(math.isclose(v, values[0], rel_tol=1e-9, abs_tol=1e-9) for v in values):
         return float(values[0])
     return None
@@ -236,44 +285,85 @@ def _as_dict(d):
     return d if isinstance(d, dict) else {}
 
 
-def _to_float(value):
+#: Values that say "not recorded" rather than give a wrong number.
+_NOT_RECORDED = {"", "n/a", "na", "none", "null", "unknown", "-", "--", "?"}
+
+
+def _length_unit(unit):
+    """The unit if it is a length unit, else None."""
+    if not isinstance(unit, str) or not unit.strip() or len(unit) > 40:
+        return None
+    try:
+        factor = to_nm(1.0, unit.strip())
+    except Exception:  # noqa: BLE001 - pint's parser raises many kinds of errors on free text
+        return None
+    return unit.strip() if math.isfinite(factor) and factor > 0 else None
+
+
+def _recorded_nm(value, unit, where):
+    """A recorded defocus in nm; None if the value says "not recorded".
+
+    ``where`` names the file and the tag in the ValueError raised for a value
+    that is recorded but cannot be a defocus.
+    """
     if isinstance(value, (bytes, np.bytes_)):
         value = value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-    if isinstance(value, bool):
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value, dtype=object)
+    if isinstance(value, np.ndarray):
+        if value.size == 0:
+            return None
+        if value.size > 1:
+            raise ValueError(f"{where} holds {value.size} values, not one defocus. {_FIX}")
+        value = value.reshape(-1)[0]
+        if isinstance(value, (bytes, np.bytes_)):
+            value = value.decode("utf-8", "replace")
+    if value is None:
         return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _length_to_nm(value, unit):
-    v = _to_float(value)
-    if v is None or not isinstance(unit, str) or not unit.strip():
-        return None
-    try:
-        return float(to_nm(v, unit.strip())) + 0.0
-    except ValueError:
-        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _NOT_RECORDED:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is None or (math.isfinite(number) and not _FLOAT_RE.fullmatch(text)):
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            raise ValueError(f"{where} is {shown!r}, not a number. {_FIX}")
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{where} is {value!r} ({type(value).__name__}), not a number. {_FIX}")
+    else:
+        number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{where} is {value!r}, not a finite number. {_FIX}")
+    nm = _times_unit(number, unit)
+    if _beyond(nm):
+        raise ValueError(f"{where} is {value!r} {unit} = {nm:.4g} nm, beyond any microscope "
+                         f"(|defocus| <= 1 m). {_FIX}")
+    return nm
 
 
 def _walk_tags(d, skip=("stack_elements",)):
-    """Yield (key, value, parent dict) for every entry of a nested dict."""
-    stack = [d]
+    """Yield (path, value, parent dict) for every entry of a nested dict, breadth first."""
+    stack = [((), d)]
     while stack:
-        cur = stack.pop(0)
+        prefix, cur = stack.pop(0)
         for key, value in cur.items():
             if key in skip:
                 continue
-            yield key, value, cur
+            path = prefix + (str(key),)
+            yield path, value, cur
             if isinstance(value, dict):
-                stack.append(value)
+                stack.append((path, value))
 
 
-def defocus_from_original_metadata(original_metadata_dict):
+def _where(source, path):
+    tag = ".".join(path)
+    return f"{source + ': ' if source else ''}original_metadata tag {tag!r}"
+
+
+def defocus_from_original_metadata(original_metadata_dict, *, source=None):
     """Find a defocus value in a signal's original (vendor) metadata.
 
     See the table of tags in the module documentation. Velox's
@@ -288,12 +378,21 @@ def defocus_from_original_metadata(original_metadata_dict):
     original_metadata_dict : dict or hyperspy.misc.utils.DictionaryTreeBrowser
         ``s.original_metadata`` or ``s.original_metadata.as_dictionary()``. It is
         not modified.
+    source : str, optional
+        The file the metadata came from, named in error messages.
 
     Returns
     -------
     float or None
         The defocus in nm (positive for overfocus), or None if no known tag with
-        a known unit holds a number.
+        a length unit records one (absent, or empty: ``""``, ``"n/a"``, ``[]``).
+
+    Raises
+    ------
+    ValueError
+        If a known tag with a length unit holds something that cannot be a
+        defocus: text that is not a number, NaN or infinity, several values, or
+        more than 1 m. The message names ``source``, the tag and the value.
 
     Examples
     --------
@@ -310,30 +409,32 @@ def defocus_from_original_metadata(original_metadata_dict):
     # Velox: Optics.Defocus, metres, stored as a string.
     optics = om.get("Optics")
     if isinstance(optics, dict) and "Defocus" in optics:
-        v = _length_to_nm(optics["Defocus"], "m")
+        v = _recorded_nm(optics["Defocus"], "m", _where(source, ("Optics", "Defocus")) + " (m)")
         if v is not None:
             return v
 
     # "Defocus (um)", "Defocus(nm)", "Defocus [µm]", TIA's "Defocus_um".
-    for key, value, _ in _walk_tags(om):
-        if not isinstance(key, str):
-            continue
-        m = _TAG_RE.match(key)
+    for path, value, _ in _walk_tags(om):
+        m = _TAG_RE.match(path[-1])
         if m is None:
             continue
-        unit = m.group("u1") or m.group("u2") or m.group("u3")
-        v = _length_to_nm(value, unit)
+        unit = _length_unit(m.group("u1") or m.group("u2") or m.group("u3"))
+        if unit is None:  # "Defocus (s)", "Defocus (DAC)": not a length, not ours
+            continue
+        v = _recorded_nm(value, unit, _where(source, path))
         if v is not None:
             return v
 
     # DigitalMicrograph "Items" lists: {"Label": "Defocus", "Value": ..., "Units": ...}
-    for _, value, _ in _walk_tags(om):
+    for path, value, _ in _walk_tags(om):
         if not isinstance(value, dict):
             continue
         label = value.get("Label")
         if isinstance(label, str) and label.strip().lower() == "defocus":
-            unit = value.get("Units", value.get("Unit"))
-            v = _length_to_nm(value.get("Value"), unit)
+            unit = _length_unit(value.get("Units", value.get("Unit")))
+            if unit is None:
+                continue
+            v = _recorded_nm(value.get("Value"), unit, _where(source, path + ("Value",)) + f" ({unit})")
             if v is not None:
                 return v
     return None
@@ -365,52 +466,70 @@ def _is_velox(f):
     return isinstance(v, dict) and v.get("format") in ("Velox", "DevelopersKit")
 
 
-def _velox_group_defocus(group):
-    """Defocus (nm) of every frame of one ``Data/Image/<id>`` group, or None."""
+def _velox_group_defocus(group, where):
+    """Defocus (nm) of every frame of one ``Data/Image/<id>`` group, or None.
+
+    None when the group is not an image with metadata or a frame's record has
+    no ``Optics.Defocus``; ValueError (naming ``where``, the file and group)
+    when the records cannot be trusted.
+    """
     if "Data" not in group or "Metadata" not in group:
         return None
     data = group["Data"]
+    if data.ndim not in (2, 3):
+        raise ValueError(f"{where}/Data has shape {data.shape}, not (y, x) or (y, x, frames): the file is "
+                         f"damaged. {_FIX}")
     n_frames = int(data.shape[2]) if data.ndim == 3 else 1
     meta = group["Metadata"]
-    if meta.ndim == 1:
-        n_cols = 1
-    elif meta.ndim == 2:
-        n_cols = int(meta.shape[1])
-    else:
-        return None
-    if n_cols == 0:
+    if meta.ndim not in (1, 2) or meta.size == 0:
+        raise ValueError(f"{where}/Metadata has shape {meta.shape}, not (bytes, records): the file is damaged. "
+                         f"{_FIX}")
+    n_cols = 1 if meta.ndim == 1 else int(meta.shape[1])
+    if n_frames == 0:
         return None
 
-    columns = None
     if "FrameLookupTable" in group:
         lut = np.asarray(group["FrameLookupTable"][()]).ravel()
+        if lut.size < n_frames:
+            raise ValueError(f"{where}/FrameLookupTable has {lut.size} entries for {n_frames} frames: the file "
+                             f"is damaged. {_FIX}")
         head = lut[:n_frames]
-        if lut.size >= n_frames > 0 and np.all((head >= 0) & (head < n_cols)):
-            columns = [int(c) for c in head]
-    if columns is None:
-        if n_cols >= n_frames:
-            columns = list(range(n_frames))
-        elif n_cols == 1:
-            # One metadata record for the whole stack: it applies to every frame.
-            columns = [0] * n_frames
-        else:
-            return None
+        bad = ~((head >= 0) & (head < n_cols))
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{where}/FrameLookupTable maps frame {i} to metadata record {head[i]}, but "
+                             f"Metadata holds {n_cols} record(s): the file is damaged. {_FIX}")
+        columns = [int(c) for c in head]
+    elif n_cols >= n_frames:
+        columns = list(range(n_frames))
+    elif n_cols == 1:
+        # One metadata record for the whole stack: it applies to every frame.
+        columns = [0] * n_frames
+    else:
+        raise ValueError(f"{where}/Metadata holds {n_cols} records for {n_frames} frames and there is no "
+                         f"FrameLookupTable to match them: the file is damaged. {_FIX}")
 
     cache = {}
     values = []
-    for c in columns:
+    for frame, c in enumerate(columns):
         if c not in cache:
+            record_where = f"{where}/Metadata record {c} (frame {frame})"
+            col = meta[()] if meta.ndim == 1 else meta[:, c]
             try:
-                col = meta[()] if meta.ndim == 1 else meta[:, c]
                 record = _decode_json_column(col)
-            except (ValueError, UnicodeDecodeError, TypeError):
-                return None
-            optics = record.get("Optics") if isinstance(record, dict) else None
+            except (ValueError, UnicodeDecodeError, TypeError) as exc:
+                raise ValueError(f"{record_where} is not valid JSON ({exc}): the file is damaged. "
+                                 f"{_FIX}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{record_where} is a JSON {type(record).__name__}, not a record: the file "
+                                 f"is damaged. {_FIX}")
+            optics = record.get("Optics")
             cache[c] = (
-                _length_to_nm(optics.get("Defocus"), "m") if isinstance(optics, dict) else None
+                _recorded_nm(optics.get("Defocus"), "m", f"{record_where}: Optics.Defocus (m)")
+                if isinstance(optics, dict) else None
             )
         if cache[c] is None:
-            return None
+            return None  # not recorded for this frame
         values.append(cache[c])
     return np.asarray(values, dtype=float)
 
@@ -431,10 +550,14 @@ def _velox_defocus_by_group(path):
             return None
         out = {}
         for key in images:
-            group = images[key]
-            if not hasattr(group, "keys"):
-                continue
-            values = _velox_group_defocus(group)
+            where = f"{path}: Data/Image/{key}"
+            try:
+                group = images[key]
+                if not hasattr(group, "keys"):
+                    continue
+                values = _velox_group_defocus(group, where)
+            except (OSError, KeyError, RuntimeError) as exc:  # h5py on a damaged file
+                raise ValueError(f"{where} cannot be read ({exc}): the file is damaged. {_FIX}") from None
             if values is not None:
                 out[key] = values
         return out
@@ -475,9 +598,18 @@ def velox_frame_defocus(path, *, n_frames=None):
     -------
     numpy.ndarray or None
         One defocus per frame, in nm (positive for overfocus). None if the file
-        cannot be read, is not a Velox EMD, holds no image with a defocus in each
-        frame's metadata, or holds several images (e.g. several detectors) whose
-        defocus values differ.
+        cannot be opened as HDF5, is not a Velox EMD, holds no image with a
+        defocus in each frame's metadata, or holds several images (e.g. several
+        detectors) whose defocus values differ.
+
+    Raises
+    ------
+    ValueError
+        If a Velox file's image records cannot be trusted: a record that is not
+        valid JSON, an ``Optics.Defocus`` that is not a finite length up to 1 m,
+        a ``FrameLookupTable`` that points at records that do not exist, fewer
+        records than frames, or datasets HDF5 cannot read. The message names
+        the file, the group, the record and the frame.
 
     Examples
     --------
@@ -575,6 +707,16 @@ def _names(md):
     return out
 
 
+def _source_name(md, index):
+    """How to name a signal's file in messages: its file name, else its title, else its place in the stack."""
+    general = md.get("General", {}) if isinstance(md, dict) else {}
+    for key in ("original_filename", "title"):
+        v = general.get(key)
+        if isinstance(v, str) and v.strip():
+            return f"{v.strip()!r}" + ("" if index is None else f" (stack element {index})")
+    return None if index is None else f"stack element {index}"
+
+
 def _defocus_from_names(names):
     for n in names:
         v = defocus_from_filename(n)
@@ -621,6 +763,13 @@ def read_defocus(signal):
     source : {"file", "file name", None}
         Where the values came from.
 
+    Raises
+    ------
+    ValueError
+        If a source records a defocus that cannot be trusted (see the module
+        documentation): the message names the file, the tag or name and the
+        problem, and the fix (``s.set_defocus``).
+
     Notes
     -----
     The values are those of the files *as loaded*: a stack that was reordered
@@ -656,11 +805,15 @@ def read_defocus(signal):
 
     # 2. Original metadata.
     if elements is not None:
-        values = [defocus_from_original_metadata(e.get("original_metadata")) for e in elements]
+        values = [
+            defocus_from_original_metadata(e.get("original_metadata"), source=_source_name(e.get("metadata"), i))
+            for i, e in enumerate(elements)
+        ]
         if all(v is not None for v in values):
             return np.asarray(values, dtype=float), "file"
     elif n == 1 and not velox_stack_mismatch:
-        v = defocus_from_original_metadata(signal.original_metadata)
+        v = defocus_from_original_metadata(signal.original_metadata,
+                                           source=_source_name(signal.metadata.as_dictionary(), None))
         if v is not None:
             return np.asarray([v], dtype=float), "file"
 

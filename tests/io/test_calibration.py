@@ -250,9 +250,8 @@ def test_zero_scale_raises():
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(300, (300.0, "file")), (80.0, (80.0, "file")), ("200", (200.0, "file")),
-     (0.0, (None, None)), (-5.0, (None, None)), ("n/a", (None, None)),
-     (float("nan"), (None, None))],
+    [(300, (300.0, "file")), (80.0, (80.0, "file")), ("200", (200.0, "file")), (np.float32(120), (120.0, "file")),
+     ("n/a", (None, None)), ("", (None, None)), ([], (None, None))],
 )
 def test_beam_energy_values(value, expected):
     s = _image()
@@ -260,6 +259,41 @@ def test_beam_energy_values(value, expected):
     before = _snapshot(s)
     assert beam_energy_from_metadata(s) == expected
     _assert_unchanged(s, before)
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [(0.0, "not a positive beam energy"), (-5.0, "not a positive beam energy"),
+     (float("nan"), "not a positive beam energy"), (float("inf"), "not a positive beam energy"),
+     ("abc", "not a number of keV"), ("1_0", "not a number of keV"), (True, "not a number of keV"),
+     ([200.0, 300.0], "not a number of keV"), (200000.0, "was it stored in V")],
+)
+def test_beam_energy_recorded_but_impossible_raises(value, problem):
+    s = _image()
+    s.metadata.set_item("Acquisition_instrument.TEM.beam_energy", value)
+    before = _snapshot(s)
+    with pytest.raises(ValueError, match=r"metadata\.Acquisition_instrument\.TEM\.beam_energy is .*" + problem
+                       + r".*set_microscope_parameters\(beam_energy="):
+        beam_energy_from_metadata(s)
+    _assert_unchanged(s, before)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -0.5])
+def test_impossible_scale_raises(scale):
+    s = _image(scale=scale, units="nm")
+    with pytest.raises(ValueError, match=r"Signal axis 0 .*not a positive pixel size.*signal_axes\[0\]\.scale"):
+        pixel_size_nm(s)
+    s = _image(scale=scale)  # and without units: the scale is the first problem
+    with pytest.raises(ValueError, match=r"Signal axis 0 .*not a positive pixel size"):
+        pixel_size_nm(s)
+
+
+@pytest.mark.parametrize("units", ["nm)", "1/0", "**", "m^", "(", "nm nm", "e-"])
+def test_unreadable_units_raise_value_error(units):
+    s = _image(scale=0.5, units=units)
+    with pytest.raises(ValueError, match=r"Signal axis 0 .*which is not a length.*units = 'nm'"):
+        pixel_size_nm(s)
 
 
 def test_beam_energy_absent():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 
 import h5py
@@ -452,3 +453,89 @@ def test_read_defocus_hspy_zspy_keep_original_metadata(tmp_path):
         values, source = read_defocus(hs.load(path))
         assert source == "file"
         np.testing.assert_allclose(values, [-400.0])
+
+
+# ---------------------------------------------------------------------------
+# Recorded but untrustworthy: refused with the file, the tag and the fix
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, pattern",
+    [
+        ("img_+" + "9" * 400 + "um.tif", "too long a number to be finite"),
+        ("df_-5000mm.tif", "-5e\\+09 nm, beyond any microscope"),
+    ],
+)
+def test_defocus_from_filename_impossible(name, pattern):
+    shown = re.escape(name if len(name) <= 80 else name[:77] + "...")
+    with pytest.raises(ValueError, match=rf"^File name '{shown}': the defocus .*{pattern}.*Rename the file, or set "
+                                         r"the defocus explicitly: s.set_defocus"):
+        defocus_from_filename(name)
+
+
+def test_defocus_from_filename_tiny_value_is_not_refused():
+    # (pint's own conversion turns such a value into nan)
+    assert defocus_from_filename("img_+0." + "0" * 320 + "1nm.tif") == pytest.approx(0.0, abs=1e-300)
+
+
+@pytest.mark.parametrize(
+    "om, pattern",
+    [
+        ({"Optics": {"Defocus": "nan"}}, r"'Optics.Defocus' \(m\) is 'nan', not a finite number"),
+        ({"Optics": {"Defocus": "3e-08m"}}, r"'Optics.Defocus' \(m\) is '3e-08m', not a number"),
+        ({"Optics": {"Defocus": "2.0"}}, r"'Optics.Defocus' \(m\) is '2.0' m = 2e\+09 nm, beyond any microscope"),
+        ({"Microscope Info": {"Defocus (um)": float("inf")}}, r"'Microscope Info.Defocus \(um\)' is inf"),
+        ({"Microscope Info": {"Defocus (um)": True}},
+         r"'Microscope Info.Defocus \(um\)' is True \(bool\), not a number"),
+        ({"Microscope Info": {"Defocus (um)": [1.0, 2.0]}},
+         r"'Microscope Info.Defocus \(um\)' holds 2 values, not one"),
+        ({"Microscope Info": {"Items": {"TagGroup3": {"Label": "Defocus", "Value": "1_0", "Units": "nm"}}}},
+         r"'Microscope Info.Items.TagGroup3.Value' \(nm\) is '1_0', not a number"),
+    ],
+)
+def test_defocus_from_original_metadata_untrustworthy(om, pattern):
+    with pytest.raises(ValueError, match=r"^'img.dm4': original_metadata tag " + pattern + r".*s.set_defocus\("):
+        defocus_from_original_metadata(om, source="'img.dm4'")
+
+
+def test_velox_frame_defocus_damaged_record(tmp_path, velox_writer):
+    path = velox_writer(tmp_path / "series.emd", [1e-6, 2e-6, 3e-6])
+    with h5py.File(path, "r+") as f:
+        g = f["Data/Image"][next(iter(f["Data/Image"]))]
+        col = g["Metadata"][:, 1]
+        col[40:60] = 0x7B  # '{' over part of the JSON
+        g["Metadata"][:, 1] = col
+    with pytest.raises(ValueError, match=rf"^{path}: Data/Image/\w+/Metadata record 1 \(frame 1\) is not valid JSON"):
+        velox_frame_defocus(path)
+    # read_defocus does not fall back silently to a worse source
+    s = hs.load(path)
+    with pytest.raises(ValueError, match="not valid JSON.*set_defocus"):
+        read_defocus(s)
+
+
+def test_velox_frame_defocus_lookup_table_out_of_range(tmp_path, velox_writer):
+    path = velox_writer(tmp_path / "series.emd", [-1e-6, 0.0, 1e-6])
+    with h5py.File(path, "r+") as f:
+        g = f["Data/Image"][next(iter(f["Data/Image"]))]
+        g["FrameLookupTable"][...] = np.array([0, 7, 2], dtype=np.uint32)
+    with pytest.raises(ValueError, match=r"FrameLookupTable maps frame 1 to metadata record 7, but Metadata holds 3"):
+        velox_frame_defocus(path)
+
+
+def test_velox_frame_defocus_nan_defocus(tmp_path, velox_writer):
+    path = velox_writer(tmp_path / "series.emd", [1e-6, float("nan")])
+    with pytest.raises(ValueError, match=r"record 1 \(frame 1\): Optics.Defocus \(m\) is 'nan', not a finite number"):
+        velox_frame_defocus(path)
+
+
+def test_read_defocus_names_the_stacked_file():
+    signals = []
+    for i, df in enumerate((-0.5, "abc")):
+        s = hs.signals.Signal2D(np.zeros((4, 4)))
+        s.metadata.General.original_filename = f"img_{i}.dm4"
+        s.original_metadata.add_dictionary({"Microscope Info": {"Defocus (um)": df}})
+        signals.append(s)
+    with pytest.raises(ValueError, match=r"^'img_1.dm4' \(stack element 1\): original_metadata tag "
+                                         r"'Microscope Info.Defocus \(um\)' is 'abc', not a number"):
+        read_defocus(hs.stack(signals))
