@@ -590,7 +590,7 @@ def build_parser():
     demo.add_argument("--dose", type=float, default=400.0, help="electrons per pixel (default 400)")
     demo.add_argument("--threads", type=int, default=1,
                       help="PyTorch threads (default 1: the images are small; 0 keeps PyTorch's default)")
-    demo.add_argument("--iterations", type=int, default=300, help="maximum AD iterations")
+    demo.add_argument("--iterations", type=int, default=500, help="maximum AD iterations")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -618,7 +618,7 @@ def build_parser():
                           "the phase only")
     rec.add_argument("--likelihood", choices=("gaussian", "poisson"), help="AD: noise model")
     rec.add_argument("--iterations", type=int,
-                     help="AD: maximum iterations (default: the library's, 300 for a focal series, "
+                     help="AD: maximum iterations (default: the library's, 500 for a focal series, "
                           "500 for a single image)")
     rec.add_argument("--device", help="AD: torch device, auto (default), cpu or cuda")
     rec.add_argument("--seed", type=int, help="AD: random seed")

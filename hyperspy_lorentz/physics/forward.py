@@ -58,7 +58,16 @@ from .optics import (
     _check_shape,
 )
 
-__all__ = ["ForwardModel", "simulate_images"]
+__all__ = ["ForwardModel", "simulate_images", "NonFiniteError"]
+
+
+class NonFiniteError(ValueError):
+    """A phase, amplitude or optical parameter given to the model is NaN or inf.
+
+    A subclass of ValueError, so that callers who check their input catch it
+    as before; an optimiser catches it to reject a trial step that overflowed
+    (its loss counts as infinite) instead of ending the fit.
+    """
 
 _PADDING_MODES = {"reflect": "reflect", "edge": "replicate"}
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -279,7 +288,7 @@ class ForwardModel:
                              f"got shape {tuple(value.shape)}")
         vals = value.detach().cpu().tolist()
         if not all(math.isfinite(v) for v in vals):
-            raise ValueError(f"{name} must be finite ({unit})")
+            raise NonFiniteError(f"{name} must be finite ({unit})")
         if nonneg and any(v < 0 for v in vals):
             raise ValueError(f"{name} must be >= 0 ({unit}), got {vals}")
         return value, vals
@@ -320,7 +329,7 @@ class ForwardModel:
                                  f"image -- or (2,), got {tuple(shifts.shape)}")
             shift_vals = [tuple(r) for r in shifts.detach().cpu().tolist()]
             if not all(math.isfinite(v) for r in shift_vals for v in r):
-                raise ValueError("shifts must be finite (pixels)")
+                raise NonFiniteError("shifts must be finite (pixels)")
         else:
             shift_vals = None
         sc, sc_vals = self._vector(scale, "scale", n, "dimensionless")
@@ -343,7 +352,7 @@ class ForwardModel:
                              f"{tuple(phase.shape)}")
         lo, hi = torch.aminmax(phase.detach())  # one pass; NaN and +-inf propagate
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("phase must be finite (rad)")
+            raise NonFiniteError("phase must be finite (rad)")
         if amplitude is not None:
             if not isinstance(amplitude, torch.Tensor):
                 amplitude = torch.as_tensor(np.asarray(amplitude, dtype=float))
@@ -353,7 +362,7 @@ class ForwardModel:
                                  f"shape {tuple(phase.shape)}")
             lo, hi = torch.aminmax(amplitude.detach())
             if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise ValueError("amplitude must be finite")
+                raise NonFiniteError("amplitude must be finite")
             if lo < 0:
                 raise ValueError("amplitude must be non-negative")
         return phase, amplitude

@@ -103,11 +103,11 @@ def fresnel_spread(pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01,
 
 
 def free_border(shape, pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01,
-                defocus_spread=500.0, drift=0.0, refine_drift=False):
+                defocus_spread=500.0, drift=0.0, drift_margin=0):
     """Free border of the canvas, pixels, for images of ``shape``.
 
     The :func:`fresnel_spread` in pixels (rounded up), plus the largest known
-    ``drift`` and :data:`DRIFT_MARGIN` when the drift is refined; at least
+    ``drift`` and a ``drift_margin`` for drift still to be fitted; at least
     :data:`MIN_BORDER`, at most half the larger image side.
 
     Parameters
@@ -124,8 +124,9 @@ def free_border(shape, pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01,
         mm, mrad, nm.
     drift : float
         Largest known image shift, pixels.
-    refine_drift : bool
-        Add :data:`DRIFT_MARGIN` for a drift that is still to be fitted.
+    drift_margin : float
+        Pixels added for drift that is still to be fitted (the AD solvers use
+        :data:`DRIFT_MARGIN` when the shifts are refined).
 
     Returns
     -------
@@ -135,7 +136,7 @@ def free_border(shape, pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01,
     h, w = (int(s) for s in shape)
     pix = optics._check_pixel_size(pixel_size)
     spread = fresnel_spread(pix, beam_energy, defocus, cs, theta_c, defocus_spread)
-    extra = abs(float(drift)) + (DRIFT_MARGIN if refine_drift else 0)
+    extra = abs(float(drift)) + abs(float(drift_margin))
     cap = max(max(h, w) // 2, MIN_BORDER)
     return tuple(int(min(max(math.ceil(s / p + extra), MIN_BORDER), cap))
                  for s, p in zip(spread, pix))

@@ -68,10 +68,12 @@ def estimate_memory(shape, n_images, method, refine=None, dtype="float32", paddi
         AD: working precision, ``"float32"`` (default) or ``"float64"`` (twice
         the memory). The TIE always works in float64.
     padding : None, str or bool
-        AD: the forward model's padding (``None``, ``"reflect"``, ``"edge"``;
-        a quarter of the image, rounded up, each side, and the padded size
-        rounded up to a 2,3,5,7-smooth number, as
-        :class:`~hyperspy_lorentz.physics.forward.ForwardModel` pads). TIE: the
+        AD: the boundaries of the fit (``"free"``, the kernel's default, also
+        for ``None``; ``"periodic"``, ``"reflect"``, ``"edge"``); a canvas is
+        taken a quarter of the image, rounded up, larger on each side (an upper
+        bound of the free border for most data) and rounded up to a
+        2,3,5,7-smooth size, as
+        :class:`~hyperspy_lorentz.physics.forward.ForwardModel` pads. TIE: the
         mirror padding of the ``symmetric`` solver, ``None`` or ``True``
         (default, mirror padding to ``2H x 2W``) or ``False``.
 
@@ -96,6 +98,7 @@ def estimate_memory(shape, n_images, method, refine=None, dtype="float32", paddi
     from hyperspy_lorentz.reconstruction import ad
 
     refine = ad.DEFAULT_REFINE if refine is None else tuple(refine)
+    padding = "free" if padding is None else padding
     return int(ad.estimate_memory((h, w), n, refine=refine, dtype=dtype, padding=padding))
 
 

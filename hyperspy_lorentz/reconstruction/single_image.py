@@ -127,7 +127,7 @@ import numpy as np
 import torch
 
 from hyperspy_lorentz.physics import optics
-from hyperspy_lorentz.physics.forward import ForwardModel, _next_fast_len
+from hyperspy_lorentz.physics.forward import ForwardModel, NonFiniteError, _next_fast_len
 from hyperspy_lorentz.reconstruction._torch_common import (
     _as_float,
     _resolve_device,
@@ -373,7 +373,10 @@ def _adam(objective, defocus, u0, *, lr, max_iterations, tolerance, window, prog
 
     def evaluate():
         opt.zero_grad(set_to_none=True)
-        loss = objective(u, defocus)
+        try:
+            loss = objective(u, defocus)
+        except NonFiniteError:  # a diverged step: stop with the best finite iterate
+            return math.nan
         lv = float(loss.detach())
         if math.isfinite(lv):
             loss.backward()

@@ -417,3 +417,55 @@ def test_bad_inputs_raise_value_error():
         m(z, None, [0.0, 1.0], theta_c=torch.tensor([-0.1, 0.1]))
     with pytest.raises(ValueError, match="scale"):
         m(z, None, [0.0, 1.0], scale=[1.0, 2.0, 3.0])
+
+
+# --------------------------------------------------------------------------- free canvas
+def test_free_padding_is_the_canvas_propagated_and_cropped(rng):
+    """padding="free": the images are the window of the periodic simulation of the
+    whole canvas (independent NumPy oracle), shifts included."""
+    canvas_phase = 0.8 * gaussian((40, 42), 6.0, (15, 30)) + 0.1 * rng.standard_normal((40, 42))
+    canvas_amp = 1.0 - 0.1 * gaussian((40, 42), 4.0, (25, 12))
+    dfs = [-2e4, 3e4]
+    m = ForwardModel((24, 30), 2.0, 200, cs=1.0, theta_c=0.05, defocus_spread=300.0,
+                     padding="free", pad_width=(7, 6), dtype=torch.float64)
+    assert m.padded_shape == (40, 42) and m._pad == (7, 9, 6, 6)
+    got = m(torch.as_tensor(canvas_phase), torch.as_tensor(canvas_amp), dfs).numpy()
+    ref = numpy_images(canvas_phase, canvas_amp, dfs, 2.0, cs=1.0, theta_c=0.05, spread=300.0)
+    np.testing.assert_allclose(got, ref[:, 7:31, 6:36], rtol=1e-9, atol=1e-12)
+    # a drift of the canvas is np.roll of the canvas images, then the same window
+    shifted = m(torch.as_tensor(canvas_phase), torch.as_tensor(canvas_amp), dfs,
+                shifts=[[2, -3], [0, 1]]).numpy()
+    np.testing.assert_allclose(shifted[0], np.roll(ref[0], (2, -3), (0, 1))[7:31, 6:36],
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_free_padding_wants_the_canvas_shape():
+    m = ForwardModel((24, 30), 2.0, 200, padding="free", pad_width=4)
+    with pytest.raises(ValueError, match="canvas shape"):
+        m(np.zeros((24, 30)), None, [1e4])
+
+
+def test_nonfinite_wave_raises_nonfinite_error():
+    from hyperspy_lorentz.physics.forward import NonFiniteError
+
+    m = ForwardModel((8, 8), 2.0, 200)
+    bad = np.zeros((8, 8))
+    bad[2, 3] = np.nan
+    with pytest.raises(NonFiniteError, match="phase must be finite"):
+        m(bad, None, [1e4])
+    with pytest.raises(NonFiniteError, match="amplitude must be finite"):
+        m(np.zeros((8, 8)), np.full((8, 8), np.inf), [1e4])
+    assert issubclass(NonFiniteError, ValueError)  # callers catching ValueError still do
+
+
+def test_gradcheck_free_padding():
+    m = ForwardModel((10, 9), 3.0, 200, cs=1.0, theta_c=0.02, defocus_spread=400.0,
+                     padding="free", pad_width=(3, 2), dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    d = dict(dtype=torch.float64)
+    phase = (0.5 * torch.randn(m.padded_shape, generator=g, **d)).requires_grad_()
+    amp = (1 + 0.2 * torch.rand(m.padded_shape, generator=g, **d)).requires_grad_()
+    df = torch.tensor([3000.0, -5000.0], **d).requires_grad_()
+    shifts = torch.tensor([[0.3, -1.7], [2.2, 0.4]], **d).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, a, f, s: m(p, a, f, shifts=s),
+                                    (phase, amp, df, shifts), eps=1e-6, atol=1e-6, rtol=1e-4)

@@ -16,6 +16,11 @@ from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
 PIX = 5.0  # nm
 KEV = 200.0
 MM = 1e6  # nm
+#: The objects below are simulated on a periodic grid (simulate_images' default), a
+#: periodic specimen: the tests of noise models, drift and starts fit them with the
+#: model that matches (the default free border is tested on windows in
+#: test_ad_canvas.py).
+PERIODIC = dict(padding="periodic")
 
 
 def islands(n=96):
@@ -59,7 +64,7 @@ def test_accuracy_forward_model_simulation(obj):
     phase, amp = obj
     df = np.array([-0.4, 0.4]) * MM
     images = noisy(simulate_images(phase, amp, df, PIX, KEV), 0.05)
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PERIODIC)
     assert isinstance(res, ADResult)
     assert res.refined == ("amplitude",)
     acc = phase_accuracy(res.phase, phase)
@@ -119,7 +124,7 @@ def test_gaussian_and_poisson_noise(obj):
     dose = 50.0  # electrons per pixel
     counts = np.random.default_rng(3).poisson(clean * dose).astype(float)
     r_p = reconstruct_ad(counts, df, pixel_size=PIX, beam_energy=KEV, refine=(),
-                         likelihood="poisson")
+                         likelihood="poisson", **PERIODIC)
     acc_p = phase_accuracy(r_p.phase, phase)
     assert acc_p > 0.98, acc_p
     # the same counts given as normalised images plus their dose
@@ -151,7 +156,8 @@ def test_refine_shifts_recovers_drift(obj):
     df = np.array([-0.8, 0.8]) * MM
     drift = np.array([[0.0, 0.0], [1.3, -0.7]])
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.05)
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",))
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",),
+                         **PERIODIC)
     assert res.parameters["reference_image"] == 0
     np.testing.assert_allclose(res.shifts, drift, atol=0.05)
     assert phase_accuracy(res.phase, phase) > 0.99
@@ -205,14 +211,19 @@ def test_coarse_pass_recovers_drift_and_defocus_at_low_noise():
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.02)
     nominal = df * np.array([1.05, 0.95])  # image 1 is nearest focus: the reference
     res = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV,
-                         refine=("defocus", "shifts"))
+                         refine=("defocus", "shifts"), **PERIODIC)
     assert res.parameters["stages"][0]["binning"] == ad_mod.PYRAMID_BINNING
     assert phase_accuracy(res.phase, phase) > 0.99
     np.testing.assert_allclose(res.shifts, drift, atol=0.05)
     np.testing.assert_allclose(res.defocus, df, rtol=0.005)
     flat = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV,
-                          refine=("defocus", "shifts"), init="flat", _pyramid=False)
-    assert phase_accuracy(flat.phase, phase) < phase_accuracy(res.phase, phase) - 0.02
+                          refine=("defocus", "shifts"), init="flat", _pyramid=False, **PERIODIC)
+    # without the coarse pass the full-resolution fit ends with phase islands
+    # shifted by whole turns; the 2 pi unwrapping step repairs the phase, but the
+    # defocus stays further from the truth than after the coarse pass
+    assert flat.parameters["phase_unwrapped_pixels"] > 0
+    assert (np.max(np.abs(flat.defocus / df - 1))
+            > 1.5 * np.max(np.abs(res.defocus / df - 1)))
 
 
 def test_refine_astigmatism():
@@ -422,19 +433,24 @@ def test_poisson_rejects_negative_counts(small_series):
 
 # ----------------------------------------------------------------- memory
 def test_estimate_memory_scales():
-    base = estimate_memory((512, 512), 2, refine=())
-    assert estimate_memory((1024, 1024), 2, refine=()) == pytest.approx(4 * base, rel=0.05)
-    assert estimate_memory((512, 512), 4, refine=()) > base
-    assert estimate_memory((512, 512), 2, refine=(), dtype="float64") > 1.5 * base
-    assert estimate_memory((512, 512), 2, refine=("defocus",)) > base
+    base = estimate_memory((512, 512), 2, refine=(), padding="periodic")
+    periodic = dict(refine=(), padding="periodic")
+    assert estimate_memory((1024, 1024), 2, **periodic) == pytest.approx(4 * base, rel=0.05)
+    assert estimate_memory((512, 512), 4, **periodic) > base
+    assert estimate_memory((512, 512), 2, dtype="float64", **periodic) > 1.5 * base
+    assert estimate_memory((512, 512), 2, refine=("defocus",), padding="periodic") > base
     assert estimate_memory((512, 512), 2, refine=(), padding="reflect") > 2 * base
+    # the default free border: a canvas between the image and twice its side
+    free = estimate_memory((512, 512), 2, refine=())
+    assert base < free < 4 * base
+    assert estimate_memory((512, 512), 2, refine=(), border=(8, 8)) < free
     assert estimate_memory((512, 512), 2, refine=("amplitude",)) > base
     # the optical parameters (and their bootstrap) add the same for any number of images
     opt = [estimate_memory((512, 512), n, refine=("amplitude", "defocus"))
            - estimate_memory((512, 512), n, refine=("amplitude",)) for n in (2, 5, 9)]
     assert opt[0] > 0 and opt == pytest.approx([opt[0]] * 3, rel=1e-6)
     # the AD fit of a 5 x 2048 x 2048 series is a few GB, not tens (measured 2.4 GB)
-    assert 2.4 * 2**30 < estimate_memory((2048, 2048), 5) < 3.6 * 2**30
+    assert 2.4 * 2**30 < estimate_memory((2048, 2048), 5, padding="periodic") < 3.6 * 2**30
 
 
 def test_memory_check_raises_before_allocating(small_series, monkeypatch):
@@ -457,8 +473,9 @@ def strong_islands():
 
 def test_auto_start_escapes_the_flat_start_local_minimum(strong_islands):
     phase, images, df = strong_islands
-    auto = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, seed=0)
-    flat = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, seed=0, init="flat")
+    auto = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, seed=0, **PERIODIC)
+    flat = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, seed=0, init="flat",
+                          **PERIODIC)
     assert phase_accuracy(flat.phase, phase) < 0.5
     assert phase_accuracy(auto.phase, phase) > 0.99
     race = auto.parameters["init_race"]
@@ -507,7 +524,7 @@ def test_reduced_chi2_is_near_one_for_the_right_model_and_not_for_a_wrong_one(ob
     clean = simulate_images(phase, None, df, PIX, KEV, shifts=drift)
     counts = rng.poisson(clean / clean.mean(axis=(1, 2), keepdims=True) * dose).astype(float)
     kw = dict(pixel_size=PIX, beam_energy=KEV, likelihood="poisson", dose=dose, seed=0,
-              bias_correction=0)
+              bias_correction=0, **PERIODIC)
     right = reconstruct_ad(counts, df, refine=("shifts",), **kw)
     wrong = reconstruct_ad(counts, df, refine=(), **kw)
     assert 0.5 < right.parameters["reduced_chi2"] < 1.2

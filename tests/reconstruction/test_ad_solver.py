@@ -12,7 +12,10 @@ from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
 N = 64
 PIXEL = 2.0
 DEFOCUS = np.array([-30000.0, 0.0, 30000.0])
-KW = dict(pixel_size=PIXEL, beam_energy=200)
+#: The series below are simulated periodically (simulate_images' default): fitted
+#: with the matching periodic model. The default free border is tested on windows
+#: and on islands in vacuum in test_ad_canvas.py.
+KW = dict(pixel_size=PIXEL, beam_energy=200, padding="periodic")
 
 
 def _truth():

@@ -194,7 +194,9 @@ def test_estimate_memory_scales_with_size_images_and_options():
     assert memory.estimate_memory((1024, 1024), 3, "tie", padding=False) < tie / 2
     ad = memory.estimate_memory((512, 512), 3, "ad")
     assert memory.estimate_memory((512, 512), 3, "ad", dtype="float64") > 1.5 * ad
-    assert memory.estimate_memory((512, 512), 3, "ad", padding="reflect") > 1.5 * ad
+    periodic = memory.estimate_memory((512, 512), 3, "ad", padding="periodic")
+    assert memory.estimate_memory((512, 512), 3, "ad", padding="reflect") > 1.5 * periodic
+    assert ad > 1.5 * periodic  # the default free border: a canvas, a quarter larger each side
     assert memory.estimate_memory((512, 512), 3, "ad", refine=("defocus",)) >= ad
     with pytest.raises(ValueError, match="Unknown method"):
         memory.estimate_memory((64, 64), 3, "holography")
