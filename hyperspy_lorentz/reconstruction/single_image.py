@@ -647,7 +647,7 @@ def _build_problem(img, df, pixel, energy, cs, theta_c, defocus_spread, likeliho
     # SITIE: the start point and the scale g of the phase gradient (rad / px)
     sitie, sinfo = sitie_phase(img, df, pixel, wl)
     gy, gx = np.gradient(sitie)
-    g = max(float(np.median(np.hypot(gy, gx))), GRADIENT_FLOOR)
+    g = max(float(np.mean(np.hypot(gy, gx))), GRADIENT_FLOOR)
     if beta is None:
         beta = TV_RATE / g
     eps = TV_EPSILON_FRACTION * g
