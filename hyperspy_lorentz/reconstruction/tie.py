@@ -20,88 +20,178 @@ Two solvers are provided:
 * :func:`sitie_phase` -- single-image TIE (SITIE, Chess et al.,
   Ultramicroscopy 177, 78 (2017)) for specimens of uniform amplitude.
 
+Both share the boundary conditions and the regularisation below. Every rule
+is decided from the data; the constants it uses are module attributes.
+
+Boundary conditions
+-------------------
+A micrograph is a window onto a specimen. The TIE fixes the phase inside it
+only up to a harmonic function (:math:`\nabla^2 h = 0`), set by what lies
+beyond the frame: the boundary condition is a guess about the outside. Each
+image axis gets one of
+
+``"free"``
+    the window sits in the middle of an FFT canvas about twice its size; the
+    right-hand side is zero outside (no specimen there) and the in-focus
+    intensity is its mirror image, tapered to its mean. This is the
+    free-space solution: exact for a specimen with vacuum around it, and for a
+    window it misses only the potential of the unseen specimen, which the
+    default ``qc`` accounts for (below). It fails where structure is cut by the
+    frame so that a net line charge sits on an edge (a phase step lying along
+    the edge): its potential grows logarithmically and only a large ``qc``
+    hides it.
+``"periodic"``
+    the window itself is one period (plain FFTs): exact for images that wrap
+    around, as simulations with periodic propagation make them; wrong for a
+    real window, where the opposite edge is unrelated.
+``"mirror"``
+    the window and its mirror image (Neumann conditions: no phase gradient
+    normal to the edge), the former default (``symmetric=True``). Wrong
+    wherever flux crosses the edge: the stray field of an island, a domain
+    cut by the frame.
+
+``boundary="auto"`` (the default; ``symmetric=None``) chooses per axis:
+
+1. *Edge activity.* The signal power of the right-hand side in a border strip
+   (:data:`QC_BOUNDARY_STRIP` of the shorter side wide) less the noise power,
+   relative to the frame's. Below :data:`BOUNDARY_ACTIVITY`, or not
+   significant (:data:`BOUNDARY_Z` standard errors of the noise), the edges
+   are quiet: ``"free"`` on both axes (an isolated specimen in vacuum).
+2. Otherwise an axis is ``"periodic"`` when the data show that its two edges
+   belong together, by either of two tests, else ``"free"``:
+
+   * *continuity* -- in the images, the squared difference across the
+     wrap-around (first row against last) placed between that of neighbouring
+     rows at the edges (0) and that of unrelated rows (1, the sum of the two
+     rows' variances), plus two standard errors, below
+     :data:`BOUNDARY_CONTINUITY`, with the unrelated-minus-neighbour contrast
+     significant at :data:`BOUNDARY_Z`;
+   * *split layer* -- a phase step lying on the wrap-around puts the two
+     halves of one line source on opposite edges: the line charges (sums of
+     the right-hand side over a Fresnel length, :math:`\sqrt{\lambda
+     |\Delta f|}`, from each edge) are anticorrelated, correlation below
+     :data:`BOUNDARY_SPLIT_RHO` (both above the noise).
+
+   It fails (i) at very low dose, where the edge signal is below the noise: a
+   periodic simulation is then solved as a window (islands on their periodic
+   canvas at 10 e-/pixel: 0.52 on average instead of 0.61 with periodic
+   boundaries); (ii) for a window onto a texture whose rows happen to continue
+   across the wrap-around (a lattice whose period fits the frame), which is
+   then solved as periodic -- for such textures the two solutions differ
+   little once regularised.
+
+``symmetric=True`` / ``False`` keep their former meaning (mirror / periodic on
+both axes); ``boundary`` takes ``"auto"``, one of :data:`BOUNDARIES` or a
+``(y, x)`` pair of them. ``info["boundary"]`` reports the pair used and
+``info["boundary_tests"]`` the test values.
+
 Regularisation
 --------------
-The inverse Laplacian :math:`\nabla^{-2}` is applied in Fourier space with the
-Tikhonov-type filter
+The inverse Laplacian :math:`\nabla^{-2}` of the right-hand side is applied in
+Fourier space (on the canvas) with the Tikhonov-type filter
 
 .. math::
 
     \nabla^{-2} \;\to\; -\frac{1}{4\pi^2}\,\frac{q^2}{(q^2 + q_c^2)^2},
 
 which equals :math:`-1/(4\pi^2 q^2)` for :math:`q \gg q_c` and goes smoothly to
-zero as :math:`q \to 0`, suppressing the low-frequency noise that the bare
-inverse Laplacian amplifies as :math:`1/q^2`.
+zero as :math:`q \to 0`: the solution is the unregularised one times
+:math:`g(q) = q^4/(q^2+q_c^2)^2`. For a non-uniform in-focus intensity the
+second inverse Laplacian (of :math:`\nabla\cdot(\nabla\psi/I_0)`) is exact, so
+``qc`` means the same for :func:`tie_phase` and :func:`sitie_phase`. (Before,
+both inverse Laplacians of :func:`tie_phase` were filtered: an old explicit
+``qc`` corresponds to about 1.5 times that value now.)
 
 Default ``qc`` (``qc=None``)
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-The default follows a Wiener-filter argument. Let :math:`f` be the right-hand
-side of the Poisson equation, proportional to the estimated intensity
-derivative :math:`D = \partial I/\partial(\Delta f)` of images normalised to
-unit mean, and :math:`N = \sigma_f^2` its white-noise power per orthonormal
-Fourier coefficient, where :math:`\sigma_f^2 = (2\pi/\lambda)^2 \sum_i w_i^2
-\sigma_i^2` for a derivative :math:`D = \sum_i w_i I_i` of images with relative
-noise :math:`\sigma_i` (``noise_level`` when given, else estimated from each
-image with the robust Laplacian-median estimator :func:`estimate_noise`).
+``qc`` is chosen to maximise the expected correlation of the solution with the
+true phase -- the accuracy measure itself -- from three spectra of the phase,
+in ring bins of at least :data:`QC_MIN_COUNT` coefficients of the window's
+orthonormal DCT (of its FFT when both axes were found periodic):
 
-1. The power spectrum :math:`P(q)` of :math:`f` (orthonormal DCT-II, i.e. the
-   spectrum of the mirror-padded field, when ``symmetric=True``; the FFT
-   otherwise) is averaged in rings of width :math:`\Delta q`, merged into bins
-   of at least 12 coefficients, giving the signal power :math:`S = P - N`.
-2. Scanning from low to high ``q``, the first bin with :math:`S \ge N`
-   (signal-to-noise power >= 1) is found; below it the signal is assumed to
-   follow the :math:`S \propto q^4` law of a localised object, so the
-   crossover frequency is :math:`q_x = (\langle q^4 \rangle N / S)^{1/4}`
-   (at least the previous bin's ``q``). If no bin reaches ``S >= N`` the bin of
-   largest ``S`` is used the same way.
-3. :math:`q_c = q_x / 2`. The Wiener gain at low ``q`` is :math:`S/(S+N)`,
-   which the Tikhonov gain :math:`q^4/(q^2+q_c^2)^2` matches at :math:`q_x`
-   for :math:`q_c \approx 0.64\,q_x`; the factor 1/2 was found to be close to
-   the optimum (maximum correlation with the true phase) on simulated series
-   over two decades of noise.
-4. The result is clipped to :math:`[q_{\mathrm{floor}},\; 0.1\,q_{\mathrm{Nyquist}}]`
-   with the floor :math:`q_{\mathrm{floor}} = \max(0.01\,\Delta q,\;
-   r / (2 N p))` (:math:`\Delta q` the frequency step of the, possibly
-   mirror-padded, field: :math:`1/(2 N p)` for ``N`` pixels of size ``p``
-   along the longer side with ``symmetric=True``, :math:`1/(N p)` without),
-   so ``qc`` is always > 0.
+1. :math:`Z(q)`, of the unregularised solution (single inverse Laplacian of
+   the right-hand side, with the chosen boundary);
+2. :math:`N(q) = \sigma_f^2 / (16\pi^4 (q^2 + q_0^2)^2)`, of the noise:
+   :math:`\sigma_f^2 = (2\pi/\lambda)^2 \sum_i w_i^2 \sigma_i^2` for a
+   derivative :math:`D = \sum_i w_i I_i` of images with relative noise
+   :math:`\sigma_i` (``noise_level`` when given, else :func:`estimate_noise` of
+   each image), divided by the mean in-focus intensity. The solution of white
+   noise saturates below the lowest frequency its boundary lets through:
+   :math:`q_0 = f / (2L)` (:math:`L` the longer side, nm) with the factors
+   :data:`NOISE_Q0_FACTOR`, measured by running the solver on white noise;
+3. :math:`D(q)`, of the boundary error, on every axis not found periodic
+   (explicit ``"periodic"``/``"mirror"`` boundaries are guesses too): border
+   strips (:data:`QC_SURROGATE_STRIP` of the shorter side), mirrored outwards
+   and tapered to zero over their width, stand in for the specimen beyond the
+   edges, and :math:`D` is the spectrum of their potential in the window; a
+   mirror or periodic boundary on such an axis adds the spectrum of its
+   difference from the free solution. :math:`D` is ~0 for quiet edges; for
+   windows it matches the true error to about a factor of two (lattices,
+   stripes, islands, the paper's object), so the rule averages its expected
+   correlation over the scalings :data:`QC_BOUNDARY_SCALES` of :math:`D`.
 
-The boundary term :math:`r \in [0, 1]` (times :data:`QC_BOUNDARY_FRACTION`,
-1) is the signal power of :math:`f` in a border strip of the frame
-(:data:`QC_BOUNDARY_STRIP` of the shorter side wide), less the noise power
-:math:`N`, relative to the signal power of the whole frame; an excess within
-three standard errors of the noise counts as zero. A localised object, with
-nothing but noise near the frame edges, has :math:`r \approx 0`: noise-free
-data of it get a ``qc`` of order :math:`0.01\,\Delta q`, at which the filter
-differs from the exact inverse Laplacian by less than 0.02 % at every nonzero
-frequency. Structure that reaches the edges of the field of view (domains,
-lattices, anything cropped by the frame) gives :math:`r \approx 1`: no
-boundary condition (mirror or periodic) describes the phase gradients that
-cross the frame, and the error this leaves in the solution is concentrated at
-the lowest frequencies of the field, where the inverse Laplacian amplifies it
-as :math:`1/q^2`. The noise does not measure this error, so for such data the
-floor keeps ``qc`` at least :math:`1/(2 N p)`, half the lowest frequency of
-the image. On the AD-LTEM paper's object (512 x 512 px,
-``benchmarks/bench_tie.py``, :math:`r = 1`) the noise-free accuracy rose from
-0.74-0.86 to 0.88-0.94 with the floor; ``qc`` between :math:`1/(2 N p)` and
-:math:`2/(2 N p)` was the best for noise-free series of that object, also when
-simulated without a periodic boundary or cropped to 256 x 256 px. With 10 % and
-20 % noise the rule's ``qc`` is mostly above the floor (where it was not, the
-accuracy rose by up to 0.02). The strip is a proxy: structure that reaches the
-edges without a phase gradient across them (a band running from one edge to
-the opposite one) gets the floor too, which costs it some of its longest-range
-phase.
+The signal power per bin is :math:`S = Z - N - D` where the data determine it
+(a confidence interval of :data:`QC_SIGNIFICANCE` standard errors, from the
+effective number of noise coefficients in the bin); where they do not (few,
+noisy coefficients at the lowest frequencies), a power law
+:math:`A (q/q_1)^{-\alpha}`, :math:`|\alpha| \le 4`, fitted to the lowest
+:data:`QC_FIT_BINS` bins by the Whittle likelihood, limited to that interval;
+the lowest bin may not rise faster than :math:`q^{-4}` above the next three
+unless it exceeds :math:`N + D` by three standard errors. Then ``qc`` is the
+value, among :data:`QC_GRID` log-spaced ones between
+:data:`QC_FLOOR_FRACTION` of :math:`1/(2 N p)` and :data:`QC_CEIL_FRACTION` of
+the Nyquist frequency, that maximises
+
+.. math::
+
+    \frac{\sum_q g\,S}{\sqrt{\sum_q S \;\sum_q g^2 Z}}
+
+(averaged over the scalings of :math:`D`). When no signal is detected (its
+estimated power below :data:`QC_DETECTION` of :math:`Z`), ``qc`` is
+:math:`1/(2 N p)`: whatever phase there is lies at the lowest frequencies.
+
+Noise-free data of an isolated specimen thus keep an almost exact inverse
+Laplacian; a window onto a lattice or domains gets a ``qc`` below the
+structure's own frequencies that removes the unknowable long-range part; with
+noise, ``qc`` rises where the noise overtakes the signal.
+
+When it fails: (i) the stand-in for the unseen specimen is one guess; where it
+overestimates the boundary error at the lowest frequencies ``qc`` comes out
+too large (a window onto a field of random phase bumps: 0.73 against 0.84-0.88
+at the best ``qc``), where it underestimates it too small (a window only two
+or three periods of a texture wide: stripe domains in a 128 px window, 0.95
+against 0.99); (ii) at very low dose (about 10 e-/pixel) the lowest bins rest
+on a few noisy coefficients and ``qc`` can be off by a factor of about 3
+either way (accuracy then varies by +-0.15 from one noise realisation to the
+next); (iii) the correlation model assumes errors uncorrelated with the
+phase, which the error of a wrong boundary is not (periodic simulations
+misjudged as windows, case (i) of the boundary rule, get too large a ``qc``);
+(iv) :func:`estimate_noise` assumes white noise; strongly correlated (binned,
+filtered) noise is underestimated -- pass ``noise_level``. Fresnel fringes
+inflate it little (below 0.3 % on noise-free series of the paper's object,
+where it makes no difference to ``qc``).
 
 Pass an explicit ``qc`` to override the rule; ``info["qc"]`` reports the value
 used.
 
-Boundary conditions
--------------------
-FFT solvers impose periodic boundaries; with ``symmetric=True`` the fields are
-mirror-padded to (2H, 2W), which imposes Neumann conditions (no phase gradient
-normal to the frame). Either way a phase whose gradient does not vanish at the
-edge of the field of view (a uniform in-plane induction across the whole frame)
-cannot be fully recovered: a uniform phase ramp produces no TIE contrast.
+Measured
+~~~~~~~~
+``benchmarks/bench_tie.py`` prints the accuracy (normalised cross-correlation
+with the truth) on windows cut from larger simulations, isolated specimens and
+periodic simulations of a skyrmion lattice, stripe domains, islands in vacuum
+and the AD-LTEM paper's object, from noise-free to 10 e-/pixel. Against the
+former defaults (mirror boundaries, ``qc`` floor for busy edges), 256 x 256 px,
+noise-free / 1000 e-/pixel: lattice window 0.65 / 0.64 -> 0.98 / 0.99;
+stripes window 0.89 / 0.89 -> 0.99 / 0.98; islands framed by vacuum
+0.97 / 0.93 -> 1.00 / 0.98; islands whose canvas is the frame 0.64 / 0.64 ->
+1.00 / 0.99; paper's object, window 0.56 / 0.56 -> 0.85 / 0.84. A plain
+periodic TIE (``qc = 1/(N p)``) does better only on periodic simulations, by
+at most 0.012 down to 100 e-/pixel, and at 10 e-/pixel where a periodic
+simulation is no longer recognised (islands on their canvas: 0.61 against
+0.52).
+
+A uniform phase ramp (uniform in-plane induction across the whole frame)
+produces no TIE contrast and is never recovered, whatever the boundary.
 """
 
 from __future__ import annotations
@@ -112,24 +202,57 @@ from scipy import ndimage as _ndimage
 
 __all__ = ["tie_phase", "sitie_phase", "estimate_noise", "derivative_weights"]
 
-#: ``qc`` floor, as a fraction of the frequency step of the (padded) field.
+#: Boundary conditions of the Poisson solver, per image axis (module docstring).
+BOUNDARIES = ("free", "periodic", "mirror")
+#: ``qc`` floor, as a fraction of the lowest frequency ``1 / (2 N p)`` of the window.
 QC_FLOOR_FRACTION = 0.01
 #: ``qc`` ceiling, as a fraction of the Nyquist frequency.
 QC_CEIL_FRACTION = 0.1
 #: Minimum number of Fourier coefficients per ring bin of the default rule.
 QC_MIN_COUNT = 12
-#: Signal-to-noise power ratio that marks the first significant ring bin.
-QC_SNR = 1.0
-#: ``qc`` as a fraction of the crossover frequency ``q_x`` (empirical, see the
-#: module docstring).
-QC_CROSSOVER_FACTOR = 0.5
-#: Boundary floor of the default ``qc``, as a fraction of ``1 / (2 N p)`` (the
-#: lowest frequency of the mirror-padded field), reached when the signal fills
-#: the frame up to its edges (see the module docstring).
-QC_BOUNDARY_FRACTION = 1.0
-#: Width of the border strip that tells a localised object from one that fills
-#: the frame, as a fraction of the shorter image side.
+#: Half-width, in standard errors, of the confidence interval of a bin's
+#: measured signal power (default rule).
+QC_SIGNIFICANCE = 2.0
+#: Number of lowest ring bins to which the power law of the default rule is fitted.
+QC_FIT_BINS = 8
+#: The signal counts as detected when its estimated power is at least this
+#: fraction of the solution's (default rule; else ``qc = 1 / (2 N p)``).
+QC_DETECTION = 0.01
+#: Number of ``qc`` values, log-spaced between floor and ceiling, the default rule tries.
+QC_GRID = 80
+#: Ring bins whose filter gain is averaged over their coefficients (above: the
+#: gain at the bin's mean frequency).
+QC_EXACT_BINS = 64
+#: Width of the border strip whose signal tells busy edges from quiet ones
+#: (automatic boundary), as a fraction of the shorter image side.
 QC_BOUNDARY_STRIP = 0.125
+#: Width of the border strips whose mirror images stand in for the specimen
+#: beyond an edge (default ``qc``), as a fraction of the shorter image side.
+QC_SURROGATE_STRIP = 0.125
+#: The boundary error estimated by the stand-in specimen is uncertain by about
+#: a factor of two; the default rule averages its expected correlation over
+#: these scalings of it.
+QC_BOUNDARY_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
+#: Noise power of the solution per DCT coefficient of the window: white noise
+#: of the right-hand side gives ``1 / (q^2 + q0^2)^2`` with
+#: ``q0 = factor / (2 L)`` (``L`` the longest side, nm) -- the solution
+#: saturates below the lowest frequency the boundary allows. Factors measured
+#: by running the solver on white noise: free boundaries (any axis free) 1.2,
+#: periodic 1.7, mirror 0 (the DCT modes are its eigenmodes).
+NOISE_Q0_FACTOR = {"free": 1.2, "periodic": 1.7, "mirror": 0.0}
+#: Edges count as active when their signal power (noise subtracted) is at least
+#: this fraction of the frame's; quiet edges always get a free boundary.
+BOUNDARY_ACTIVITY = 0.01
+#: Significance, in standard errors, demanded of the edge activity and of the
+#: continuity test.
+BOUNDARY_Z = 3.0
+#: The images are continuous across the wrap-around (periodic) when the
+#: continuity statistic plus two standard errors is below this (0: like
+#: neighbouring rows, 1: like unrelated ones).
+BOUNDARY_CONTINUITY = 0.25
+#: Opposite edges carry the two halves of one line source (periodic) when the
+#: correlation of their line charges is below this.
+BOUNDARY_SPLIT_RHO = -0.5
 #: In-focus intensity floor, as a fraction of its mean (avoids division by ~0).
 I0_FLOOR_FRACTION = 0.01
 
@@ -327,12 +450,6 @@ def derivative_weights(defocus, derivative="pair", fit_degree=None):
     )
 
 
-def _mirror_pad(a):
-    """Even (mirror-symmetric) extension of ``a`` (H, W) to (2H, 2W)."""
-    top = np.concatenate([a, a[:, ::-1]], axis=1)
-    return np.concatenate([top, top[::-1, :]], axis=0)
-
-
 def _freqs(shape, pixel_size):
     py, px = pixel_size
     qy = _fft.fftfreq(shape[0], d=py)[:, None]
@@ -341,70 +458,207 @@ def _freqs(shape, pixel_size):
 
 
 def _inv_laplacian_kernel(q2, qc):
-    """Fourier kernel of the regularised inverse Laplacian (nm^2)."""
-    k = -q2 / (4.0 * np.pi**2 * (q2 + qc**2) ** 2)
+    """Fourier kernel of the regularised inverse Laplacian (nm^2); ``qc=0``
+    gives the exact one (zero at ``q = 0``)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = -q2 / (4.0 * np.pi**2 * (q2 + qc**2) ** 2)
     k.flat[0] = 0.0
     return k
 
 
-def _boundary_fraction(source, n_pow):
-    """Signal power of ``source`` in a border strip of the frame, relative to
-    the frame's (0 for a localised object, ~1 for structure filling the frame);
-    ``n_pow`` is the white-noise power per pixel. See the module docstring."""
-    h, w = source.shape
-    b = int(round(QC_BOUNDARY_STRIP * min(h, w)))
-    if b < 1 or 2 * b >= min(h, w):
-        return 0.0
-    src = source - source.mean()
-    border = np.ones((h, w), dtype=bool)
-    border[b:-b, b:-b] = False
-    n_border = int(border.sum())
-    excess = float(np.mean(src[border] ** 2)) - n_pow
-    # the mean square of white noise over n pixels has a standard error N sqrt(2/n)
-    if not excess > 3.0 * n_pow * np.sqrt(2.0 / n_border):
-        return 0.0
-    signal = float(np.mean(src**2)) - n_pow
-    return excess / max(signal, excess)
+# --------------------------------------------------------------------------
+# boundary conditions
+# --------------------------------------------------------------------------
+def _check_boundary(boundary, symmetric):
+    """The boundary rule: "auto", or a ``(y, x)`` pair of "free", "periodic",
+    "mirror"."""
+    if boundary is None:
+        if symmetric is None:
+            return "auto"
+        return ("mirror", "mirror") if symmetric else ("periodic", "periodic")
+    if isinstance(boundary, str):
+        if boundary == "auto":
+            return "auto"
+        boundary = (boundary, boundary)
+    try:
+        by, bx = boundary
+    except (TypeError, ValueError):
+        by = bx = None
+    if by not in BOUNDARIES or bx not in BOUNDARIES:
+        raise ValueError(
+            f"boundary must be 'auto', one of {BOUNDARIES} or a (y, x) pair of "
+            f"them, got {boundary!r}"
+        )
+    return (str(by), str(bx))
 
 
-def _default_qc(source, noise_sigma, pixel_size, symmetric):
-    """Default ``qc`` (1/nm) from the noise level; see the module docstring.
+def _ramp(b):
+    """Half-cosine rise from ~0 to ~1 over ``b`` samples."""
+    return 0.5 - 0.5 * np.cos(np.pi * (np.arange(b) + 0.5) / max(b, 1))
 
-    ``source`` is the unpadded right-hand side of the Poisson equation and
-    ``noise_sigma`` the standard deviation of its white noise per pixel, in the
-    same unit.
-    """
-    py, px = pixel_size
-    h, w = source.shape
-    if symmetric:
-        # the orthonormal DCT-II is the spectrum of the mirror-padded field
-        power = _fft.dctn(source, type=2, norm="ortho", workers=-1) ** 2
-        qy = np.arange(h)[:, None] / (2.0 * h * py)
-        qx = np.arange(w)[None, :] / (2.0 * w * px)
-        dq = min(1.0 / (2.0 * h * py), 1.0 / (2.0 * w * px))
+
+class _Canvas:
+    """Where the (H, W) window sits in the FFT canvas, per axis:
+    ``"periodic"`` (the window itself), ``"mirror"`` (window + its mirror image,
+    2N) or ``"free"`` (the window in the middle of a canvas of about 2N)."""
+
+    def __init__(self, shape, modes):
+        self.shape_in = tuple(int(n) for n in shape)
+        self.modes = tuple(modes)
+        self.before, self.size = [], []
+        for n, m in zip(self.shape_in, self.modes):
+            if m == "periodic":
+                self.before.append(0)
+                self.size.append(n)
+            elif m == "mirror":
+                self.before.append(0)
+                self.size.append(2 * n)
+            else:
+                b = n // 2 + 1
+                self.before.append(b)
+                self.size.append(_fft.next_fast_len(n + 2 * b, real=True))
+
+    @property
+    def window(self):
+        return tuple(slice(b, b + n) for b, n in zip(self.before, self.shape_in))
+
+    def embed(self, a, fill=0.0, extend=False):
+        """``a`` on the canvas: mirrored along mirror axes; along free axes
+        ``fill`` outside the window, or, with ``extend``, the mirror image of
+        ``a`` blending into ``fill`` with a half-cosine taper."""
+        out = np.asarray(a, dtype=float)
+        for ax, (n, m, b, size) in enumerate(zip(self.shape_in, self.modes,
+                                                 self.before, self.size)):
+            if m == "periodic":
+                continue
+            if m == "mirror":
+                out = np.concatenate([out, np.flip(out, axis=ax)], axis=ax)
+                continue
+            after = size - n - b
+            width = [(0, 0), (0, 0)]
+            width[ax] = (b, after)
+            if extend:
+                ext = np.pad(out - fill, width, mode="symmetric")
+                t = np.concatenate([_ramp(b), np.ones(n), _ramp(after)[::-1]])
+                shape = [1, 1]
+                shape[ax] = size
+                out = ext * t.reshape(shape) + fill
+            else:
+                out = np.pad(out, width, mode="constant", constant_values=fill)
+        return out
+
+
+def _poisson(canvas, source, intensity, pixel_size, qc):
+    """Solve ``div(I grad phi) = source`` on ``canvas`` (``source`` in rad/nm^2,
+    window-sized; ``intensity`` None means 1). The regularised inverse
+    Laplacian (cut-off ``qc``) is applied once: to the source, then, for
+    non-uniform ``I``, the exact one to ``div(grad(psi) / I)``. Returns the phase
+    on the window, mean subtracted."""
+    src = canvas.embed(source)
+    qy, qx = _freqs(src.shape, pixel_size)
+    q2 = qy**2 + qx**2
+    psi_hat = _fft.fft2(src, workers=-1) * _inv_laplacian_kernel(q2, qc)
+    if intensity is None:
+        phase = _fft.ifft2(psi_hat, workers=-1).real
     else:
-        power = np.abs(_fft.fft2(source, workers=-1)) ** 2 / source.size
+        i0 = canvas.embed(intensity, fill=float(np.mean(intensity)), extend=True)
+        gy = _fft.ifft2(2j * np.pi * qy * psi_hat, workers=-1).real / i0
+        gx = _fft.ifft2(2j * np.pi * qx * psi_hat, workers=-1).real / i0
+        div_hat = 2j * np.pi * (
+            qy * _fft.fft2(gy, workers=-1) + qx * _fft.fft2(gx, workers=-1)
+        )
+        phase = _fft.ifft2(div_hat * _inv_laplacian_kernel(q2, 0.0), workers=-1).real
+    phase = phase[canvas.window]
+    return phase - phase.mean()
+
+
+def _fresnel_px(wavelength, defocus, pixel_size):
+    """Fresnel length ``sqrt(lambda |df|)`` of the largest defocus, in pixels
+    (at least 2)."""
+    d = float(np.max(np.abs(np.atleast_1d(defocus))))
+    return max(2, int(round(np.sqrt(wavelength * d) / min(pixel_size))))
+
+
+def _auto_boundary(images, source, noise_sigma, strip_px):
+    """Boundary of each axis decided from the data (module docstring,
+    "Boundary conditions"): ``("periodic" | "free", ...)`` and the test values.
+
+    ``images``: the images (relative intensity) that carry the signal;
+    ``source``: the right-hand side, with white noise ``noise_sigma`` per pixel;
+    ``strip_px``: width of the edge strips of the split-layer test."""
+    h, w = source.shape
+    n2 = float(noise_sigma) ** 2
+    src = source - source.mean()
+    b = max(1, int(round(QC_BOUNDARY_STRIP * min(h, w))))
+    border = np.ones((h, w), dtype=bool)
+    if 2 * b < min(h, w):
+        border[b:-b, b:-b] = False
+    edge = float(np.mean(src[border] ** 2)) - n2
+    frame = float(np.mean(src**2)) - n2
+    # the mean square of white noise over n pixels has a standard error N sqrt(2/n)
+    active = (edge > BOUNDARY_Z * n2 * np.sqrt(2.0 / border.sum())
+              and frame > 0 and edge >= BOUNDARY_ACTIVITY * frame)
+    info = {"edge_activity": edge / frame if frame > 0 else 0.0}
+    if not active or min(h, w) < 8:
+        return ("free", "free"), info
+    modes = []
+    k = int(min(strip_px, max(1, min(h, w) // 8)))
+    for ax, name in ((0, "y"), (1, "x")):
+        # (i) continuity: the images across the wrap-around, against neighbouring
+        # rows (periodic) and unrelated rows (a window)
+        wrap = near = unrel = 0.0
+        for img in images:
+            a = img if ax == 0 else img.T
+            a = a - a.mean()
+            wrap = wrap + (a[0] - a[-1]) ** 2
+            near = near + 0.5 * ((a[0] - a[1]) ** 2 + (a[-1] - a[-2]) ** 2)
+            unrel = unrel + a[0] ** 2 + a[-1] ** 2
+        contrast = float(np.mean(unrel) - np.mean(near))
+        d = unrel - near
+        z = float(d.mean() / (d.std() / np.sqrt(d.size) + 1e-300))
+        s = float(np.mean(wrap - near) / (contrast + 1e-300))
+        se = float(np.std(wrap - near) / np.sqrt(d.size) / (abs(contrast) + 1e-300))
+        continuous = z > BOUNDARY_Z and s + 2.0 * se < BOUNDARY_CONTINUITY
+        # (ii) split layer: line charges of opposite edges anticorrelated
+        a = src if ax == 0 else src.T
+        qa = a[:k].sum(axis=0)
+        qb = a[-k:].sum(axis=0)
+        qa = qa - qa.mean()
+        qb = qb - qb.mean()
+        nv = k * n2
+        va = float(np.mean(qa**2)) - nv
+        vb = float(np.mean(qb**2)) - nv
+        rho = float(np.mean(qa * qb) / np.sqrt(va * vb)) if (va > nv and vb > nv) else 0.0
+        split = rho < BOUNDARY_SPLIT_RHO
+        modes.append("periodic" if (continuous or split) else "free")
+        info[f"continuity_{name}"] = s
+        info[f"continuity_se_{name}"] = se
+        info[f"continuity_z_{name}"] = z
+        info[f"split_rho_{name}"] = rho
+    return tuple(modes), info
+
+
+# --------------------------------------------------------------------------
+# default qc
+# --------------------------------------------------------------------------
+def _spectral_bins(shape, pixel_size, periodic=False):
+    """Frequencies of the coefficients of an (H, W) field -- of its
+    orthonormal DCT-II, or of its FFT with ``periodic`` -- sorted (q = 0
+    dropped), their ring bins of >= QC_MIN_COUNT coefficients, and the lowest
+    frequency ``1 / (2 N p)`` of the window (N p the longer side)."""
+    h, w = shape
+    py, px = pixel_size
+    if periodic:
         qy = _fft.fftfreq(h, d=py)[:, None]
         qx = _fft.fftfreq(w, d=px)[None, :]
-        dq = min(1.0 / (h * py), 1.0 / (w * px))
-    q_nyq = min(0.5 / py, 0.5 / px)
-    n_pow = float(noise_sigma) ** 2  # white-noise power per coefficient
-    if not n_pow >= 0:
-        n_pow = 0.0
-    # boundary floor: a fraction of the lowest frequency of the mirror-padded
-    # field, 1 / (2 N p), whether or not the field is padded
-    q_low = min(1.0 / (2.0 * h * py), 1.0 / (2.0 * w * px))
-    boundary = QC_BOUNDARY_FRACTION * _boundary_fraction(source, n_pow) * q_low
-    qc_min = max(QC_FLOOR_FRACTION * dq, boundary)
-    qc_max = max(QC_CEIL_FRACTION * q_nyq, qc_min)
-    if not n_pow > 0:
-        return qc_min
+    else:
+        qy = np.arange(h)[:, None] / (2.0 * h * py)
+        qx = np.arange(w)[None, :] / (2.0 * w * px)
     q = np.sqrt(qy**2 + qx**2).ravel()
-    order = np.argsort(q, kind="stable")[1:]  # drop q = 0
+    order = np.argsort(q, kind="stable")[1:]
     q = q[order]
-    power = power.ravel()[order]
-    # group whole rings of width dq into bins of >= QC_MIN_COUNT coefficients
-    ring = np.floor(q / dq + 1e-9).astype(np.int64)
+    dq = min(1.0 / (2.0 * h * py), 1.0 / (2.0 * w * px))
+    ring = np.floor(q / ((2.0 if periodic else 1.0) * dq) + 1e-9).astype(np.int64)
     _, first, counts = np.unique(ring, return_index=True, return_counts=True)
     bins = np.empty(q.size, dtype=np.int64)
     b = cnt = 0
@@ -414,51 +668,152 @@ def _default_qc(source, noise_sigma, pixel_size, symmetric):
         if cnt >= QC_MIN_COUNT:
             b += 1
             cnt = 0
-    nb = np.bincount(bins)
-    signal = np.bincount(bins, power) / nb - n_pow
-    q4 = np.bincount(bins, q**4) / nb
-    hit = np.flatnonzero(signal >= QC_SNR * n_pow)
-    if hit.size:
-        b = int(hit[0])
-    else:
-        b = int(np.argmax(signal))
-        if signal[b] <= 0:
-            return qc_max
-    # crossover S(q_x) = N, extrapolating S ~ q^4 below bin b
-    q_cross = (q4[b] * n_pow / signal[b]) ** 0.25
-    if b > 0:
-        q_cross = max(q_cross, q4[b - 1] ** 0.25)
-    return float(np.clip(QC_CROSSOVER_FACTOR * q_cross, qc_min, qc_max))
+    if cnt and b:  # a short last bin joins the previous one
+        bins[bins == b] = b - 1
+    return order, q, bins, dq
 
 
-def _solve(source, intensity, pixel_size, qc, noise_sigma_source, symmetric):
-    """Solve ``div(I grad phi) = source`` (``source`` in rad/nm^2).
+def _signal_power(zb, eb, nbin, counts, neff, qb):
+    """Signal power of the phase per ring bin (module docstring, step 3).
 
-    ``intensity=None`` means uniform unit intensity (single inverse Laplacian).
-    Returns the phase cropped to the input shape and the ``qc`` used.
-    """
+    ``zb``: measured power, ``eb``: expected error power (noise ``nbin`` plus
+    boundary), ``counts``: coefficients per bin, ``neff``: effective number of
+    independent noise coefficients, ``qb``: mean frequency."""
+    meas = zb - eb
+    se = nbin * np.sqrt(2.0 / np.maximum(neff, 1.0))
+    lo = np.maximum(meas - QC_SIGNIFICANCE * se, 0.0)
+    hi = np.maximum(meas + QC_SIGNIFICANCE * se, 0.0)
+    # power law A (q / q_0)^-alpha fitted to the lowest bins (Whittle likelihood)
+    m = min(QC_FIT_BINS, zb.size)
+    x = qb[:m] / qb[0]
+    amps = np.concatenate([[0.0], np.geomspace(1e-4, 1e2, 61) * (np.median(zb[:m]) + 1e-300)])
+    best, fit = np.inf, (0.0, 0.0)
+    for alpha in np.linspace(-4.0, 4.0, 33):
+        model = amps[:, None] * x[None, :] ** (-alpha) + eb[None, :m]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            like = np.sum(counts[:m] * (np.log(model) + zb[None, :m] / model), axis=1)
+        like = np.where(np.isfinite(like), like, np.inf)
+        i = int(np.argmin(like))
+        if like[i] < best:
+            best, fit = like[i], (amps[i], alpha)
+    out = np.clip(fit[0] * (qb / qb[0]) ** (-fit[1]), lo, hi)
+    # the lowest bin, the least sampled, rises no faster than q^-4 above the
+    # next ones unless the data demand it (an excess of three standard errors)
+    if out.size > 1:
+        cap = np.max(out[1:4]) * (qb[1] / qb[0]) ** 4
+        out[0] = max(meas[0] - 3.0 * se[0], min(out[0], cap))
+    return out
+
+
+def _default_qc(canvas, source, pixel_size, noise_sigma, strip, uncertain):
+    """Default ``qc`` (1/nm): the cut-off that maximises the expected
+    correlation of the solution with the true phase (module docstring,
+    "Default qc").
+
+    ``source``: the right-hand side (window); ``noise_sigma``: its white-noise
+    standard deviation per pixel; ``strip``: width (px) of the border strips
+    whose mirror images stand in for the specimen beyond the edges of the
+    ``uncertain`` axes (a ``(y, x)`` pair of bools: all but those found
+    periodic)."""
     h, w = source.shape
-    if qc is None:
-        qc = _default_qc(source, noise_sigma_source, pixel_size, symmetric)
-    src = _mirror_pad(source) if symmetric else source
-    qy, qx = _freqs(src.shape, pixel_size)
-    q2 = qy**2 + qx**2
-    kern = _inv_laplacian_kernel(q2, qc)
-    s_hat = _fft.fft2(src, workers=-1)
-    if intensity is None:
-        phase = _fft.ifft2(s_hat * kern, workers=-1).real
+    py, px = pixel_size
+    periodic = canvas.modes == ("periodic", "periodic") and not any(uncertain)
+    order, q, bins, dq = _spectral_bins((h, w), pixel_size, periodic)
+    qc_min = QC_FLOOR_FRACTION * dq
+    qc_max = max(QC_CEIL_FRACTION * min(0.5 / py, 0.5 / px), qc_min)
+    n_pow = float(noise_sigma) ** 2 if np.isfinite(noise_sigma) else 0.0
+
+    def spectrum(a):
+        a = a - a.mean()
+        if periodic:
+            p = np.abs(_fft.fft2(a, workers=-1)) ** 2 / a.size
+        else:
+            p = _fft.dctn(a, type=2, norm="ortho", workers=-1) ** 2
+        return p.ravel()[order]
+
+    # 1. the unregularised solution
+    z = spectrum(_poisson(canvas, source, None, pixel_size, 0.0))
+    # 2. boundary error: the border strips mirrored outwards (tapered) stand in
+    # for the unknown specimen beyond the edges; their potential in the window
+    err = np.zeros_like(z)
+    if any(uncertain):
+        width = [(strip, strip) if u else (0, 0) for u in uncertain]
+        ext = np.pad(source, width, mode="symmetric")
+        for ax, u in enumerate(uncertain):
+            if u:
+                t = np.concatenate([_ramp(strip), np.ones(source.shape[ax]), _ramp(strip)[::-1]])
+                ext = ext * t.reshape([-1, 1] if ax == 0 else [1, -1])
+        inner = tuple(slice(a, a + n) for (a, _), n in zip(width, source.shape))
+        ext[inner] = 0.0
+        free_modes = ["free" if u else m for m, u in zip(canvas.modes, uncertain)]
+        outer = _Canvas(ext.shape, free_modes)
+        err = spectrum(_poisson(outer, ext, None, pixel_size, 0.0)[inner])
+        # a mirror or periodic boundary on an uncertain axis adds its own error,
+        # its difference from the free solution
+        if tuple(free_modes) != canvas.modes:
+            err = err + spectrum(_poisson(canvas, source, None, pixel_size, 0.0)
+                                 - _poisson(_Canvas((h, w), free_modes), source, None,
+                                            pixel_size, 0.0))
+    # 3. noise: white noise through the inverse Laplacian, saturating below the
+    # lowest frequency the boundary lets through (q0, by simulation)
+    kind = ("free" if "free" in canvas.modes
+            else "periodic" if "periodic" in canvas.modes else "mirror")
+    q0 = 0.0 if periodic else NOISE_Q0_FACTOR[kind] / (2.0 * max(h * py, w * px))
+    noise = n_pow / (16.0 * np.pi**4 * (q**2 + q0**2) ** 2)
+    counts = np.bincount(bins)
+    zb = np.bincount(bins, z) / counts
+    nbin = np.bincount(bins, noise) / counts
+    db = np.bincount(bins, err) / counts
+    qb = np.bincount(bins, q) / counts
+    neff = np.bincount(bins, noise) ** 2 / np.maximum(np.bincount(bins, noise**2), 1e-300)
+    # 4. the qc of largest expected correlation sum(g S) / sqrt(sum(S) sum(g^2 Z)),
+    # averaged over the uncertainty of the boundary error's size
+    grid = np.geomspace(qc_min, qc_max, QC_GRID)
+    exact = bins < QC_EXACT_BINS
+    n_exact = np.bincount(bins[exact], minlength=counts.size)
+    sel = n_exact > 0
+    gains = []
+    for qc in grid:
+        g = (qb**2 / (qb**2 + qc**2)) ** 2
+        g2 = g**2
+        ge = (q[exact] ** 2 / (q[exact] ** 2 + qc**2)) ** 2
+        g[sel] = np.bincount(bins[exact], ge, minlength=counts.size)[sel] / n_exact[sel]
+        g2[sel] = np.bincount(bins[exact], ge**2, minlength=counts.size)[sel] / n_exact[sel]
+        gains.append((g, g2))
+    scales = QC_BOUNDARY_SCALES if np.any(db > 0) else (1.0,)
+    total = np.zeros(grid.size)
+    for scale in scales:
+        sb = _signal_power(zb, scale * db + nbin, nbin, counts, neff, qb)
+        if np.sum(counts * sb) <= QC_DETECTION * np.sum(counts * zb):
+            continue
+        norm = np.sqrt(np.sum(counts * sb))
+        total += [np.sum(counts * g * sb) / np.sqrt(np.sum(counts * g2 * zb) + 1e-300) / norm
+                  for g, g2 in gains]
+    if not np.any(total > 0):
+        # no signal above the errors: the phase, if any, is at the lowest
+        # frequencies, which a cut-off at the lowest frequency of the window keeps
+        return float(dq)
+    return float(grid[int(np.argmax(total))])
+
+
+def _solve(source, intensity, images, pixel_size, wavelength, defocus, qc,
+           noise_sigma, boundary):
+    """Boundary, ``qc`` and phase for ``div(I grad phi) = source``."""
+    h, w = source.shape
+    tests = None
+    if boundary == "auto":
+        modes, tests = _auto_boundary(images, source, noise_sigma,
+                                      _fresnel_px(wavelength, defocus, pixel_size))
     else:
-        i0 = _mirror_pad(intensity) if symmetric else intensity
-        # psi = lap^-1 source;  g = grad(psi) / I0;  phi = lap^-1 div(g)
-        psi_hat = s_hat * kern
-        gy = _fft.ifft2(2j * np.pi * qy * psi_hat, workers=-1).real / i0
-        gx = _fft.ifft2(2j * np.pi * qx * psi_hat, workers=-1).real / i0
-        div_hat = 2j * np.pi * (
-            qy * _fft.fft2(gy, workers=-1) + qx * _fft.fft2(gx, workers=-1)
-        )
-        phase = _fft.ifft2(div_hat * kern, workers=-1).real
-    phase = phase[:h, :w]
-    return phase - phase.mean(), float(qc)
+        modes = boundary
+    canvas = _Canvas((h, w), modes)
+    if qc is None:
+        strip = max(1, int(round(QC_SURROGATE_STRIP * min(h, w))))
+        # only a boundary found periodic in the data is certain
+        uncertain = [not (boundary == "auto" and m == "periodic") for m in modes]
+        qc = _default_qc(canvas, source, pixel_size, noise_sigma, strip, uncertain)
+    phase = _poisson(canvas, source, intensity, pixel_size, qc)
+    return phase, float(qc), modes, tests
 
 
 # --------------------------------------------------------------------------
@@ -471,11 +826,12 @@ def tie_phase(
     wavelength,
     qc=None,
     derivative="pair",
-    symmetric=True,
+    symmetric=None,
     infocus=None,
     noise_level=None,
     fit_degree=None,
     normalize=True,
+    boundary=None,
 ):
     """Retrieve the phase from a through-focus series with the TIE.
 
@@ -510,21 +866,22 @@ def tie_phase(
         Relativistic electron wavelength in nm (0.0025079 nm at 200 kV).
     qc : float, optional
         Tikhonov cut-off frequency in 1/nm (spatial frequency, no factor
-        2 pi), > 0. ``None`` (default) chooses it from the noise level with the
-        Wiener rule of the module docstring, with a floor for structure that
-        reaches the edges of the frame: up to ``1 / (2 N p)`` 1/nm for ``N``
-        pixels of size ``p`` nm along the longer side (noise-free data of a
-        localised object keep a ``qc`` near ``0.01 / (2 N p)``, i.e. an almost
-        exact inverse Laplacian).
+        2 pi), > 0, of the inverse Laplacian of the right-hand side. ``None``
+        (default) chooses the value that maximises the expected correlation
+        with the true phase, from the spectra of the solution, of the noise
+        and of the boundary error (module docstring): noise-free data of an
+        isolated specimen keep an almost exact inverse Laplacian, a window
+        onto structure that crosses the frame loses the part of its longest
+        range that the data cannot fix.
     derivative : {"pair", "fit"}
         How ``dI/d(df)`` at ``df = 0`` is estimated; see
         :func:`derivative_weights`. ``"pair"`` (default) uses the image nearest
         focus on each side (plus the in-focus image when present);
         ``"fit"`` fits a polynomial through all images.
-    symmetric : bool
-        If True (default) every field is mirror-padded to (2H, 2W) before the
-        FFTs, which imposes Neumann boundary conditions and removes the
-        artefacts of the periodic FFT boundary.
+    symmetric : bool, optional
+        ``True``: mirror boundaries (every field mirror-padded to (2H, 2W),
+        Neumann conditions), the former default; ``False``: periodic
+        boundaries; ``None`` (default): ``boundary`` decides.
     infocus : int or array_like of shape (H, W), optional
         In-focus intensity :math:`I_0`: an index into ``images`` or an image.
         Default: the image at ``df = 0`` if present (mean of several), else the
@@ -540,6 +897,13 @@ def tie_phase(
         If True (default) each image is divided by its mean, which removes
         exposure/dose differences (propagation conserves the total intensity).
         If False the images must share the same dose.
+    boundary : str or (str, str), optional
+        Boundary condition of the Poisson solver: ``"auto"`` (the default
+        when ``symmetric`` is None too) decides per axis from the data --
+        ``"periodic"`` where the images continue across the wrap-around (a
+        simulation with periodic propagation), else ``"free"`` (the window in
+        a canvas with nothing beyond it); or ``"free"``, ``"periodic"``,
+        ``"mirror"``, or a ``(y, x)`` pair of them. See the module docstring.
 
     Returns
     -------
@@ -551,15 +915,18 @@ def tie_phase(
         ``defocus_used`` (nm), ``derivative_weights`` (1/nm),
         ``infocus`` (how :math:`I_0` was obtained), ``noise_level`` (relative
         noise per image, given or estimated), ``noise_estimated`` (bool),
-        ``symmetric``, ``normalize``, ``wavelength`` (nm),
-        ``pixel_size`` (nm, (dy, dx)).
+        ``symmetric`` (True for mirror boundaries), ``boundary`` (the
+        ``(y, x)`` pair used), ``boundary_auto`` (bool), ``boundary_tests``
+        (the values of the automatic rule, or None), ``normalize``,
+        ``wavelength`` (nm), ``pixel_size`` (nm, (dy, dx)).
 
     Raises
     ------
     ValueError
         For images not of shape (N, H, W), a defocus array of the wrong length,
         no image on one side of focus, ``qc <= 0``, a non-positive pixel size or
-        wavelength, or an ``infocus`` image of the wrong shape.
+        wavelength, an ``infocus`` image of the wrong shape, or an unknown
+        ``boundary``.
     """
     imgs = np.asarray(images, dtype=float)
     if imgs.ndim != 3 or imgs.shape[0] < 2:
@@ -580,6 +947,7 @@ def tie_phase(
     lam = _check_wavelength(wavelength)
     qc = _check_qc(qc)
     nl = _check_noise_level(noise_level)
+    bnd = _check_boundary(boundary, symmetric)
     if derivative not in ("pair", "fit"):
         raise ValueError(f"derivative must be 'pair' or 'fit', got {derivative!r}")
     if not np.all(np.isfinite(imgs)):
@@ -646,12 +1014,16 @@ def tie_phase(
 
     k = 2.0 * np.pi / lam
     source = -k * didz  # rad / nm^2
-    phase, qc_used = _solve(
-        source, i0, psize, qc, k * sigma_d / i0_mean, symmetric
+    phase, qc_used, modes, tests = _solve(
+        source, i0, imgs[w_d != 0], psize, lam, df[w_d != 0], qc,
+        k * sigma_d / i0_mean, bnd,
     )
     info = {
         "qc": qc_used,
         "qc_default": qc is None,
+        "boundary": modes,
+        "boundary_auto": bnd == "auto",
+        "boundary_tests": tests,
         "derivative": derivative,
         "fit_degree": deg,
         "indices": used.tolist(),
@@ -660,7 +1032,7 @@ def tie_phase(
         "infocus": i0_src,
         "noise_level": sig[used].tolist() if est else nl,
         "noise_estimated": est,
-        "symmetric": bool(symmetric),
+        "symmetric": modes == ("mirror", "mirror"),
         "normalize": bool(normalize),
         "wavelength": lam,
         "pixel_size": psize,
@@ -668,8 +1040,8 @@ def tie_phase(
     return phase, info
 
 
-def sitie_phase(image, defocus, pixel_size, wavelength, qc=None, symmetric=True,
-                noise_level=None):
+def sitie_phase(image, defocus, pixel_size, wavelength, qc=None, symmetric=None,
+                noise_level=None, boundary=None):
     """Single-image TIE (SITIE) phase retrieval for uniform amplitude.
 
     Following Chess et al., Ultramicroscopy 177, 78 (2017): for a specimen of
@@ -698,21 +1070,25 @@ def sitie_phase(image, defocus, pixel_size, wavelength, qc=None, symmetric=True,
     wavelength : float
         Relativistic electron wavelength in nm.
     qc : float, optional
-        Tikhonov cut-off frequency in 1/nm, > 0; ``None`` chooses it from the
-        noise level, with the boundary floor of :func:`tie_phase` (module
-        docstring).
-    symmetric : bool
-        Mirror-pad to (2H, 2W) before the FFTs (default True).
+        Tikhonov cut-off frequency in 1/nm, > 0; ``None`` chooses it as for
+        :func:`tie_phase` (module docstring).
+    symmetric : bool, optional
+        ``True``: mirror boundaries, ``False``: periodic, ``None`` (default):
+        ``boundary`` decides.
     noise_level : float, optional
         Image noise standard deviation as a fraction of the mean intensity;
         ``None`` estimates it with :func:`estimate_noise`.
+    boundary : str or (str, str), optional
+        ``"auto"`` (default), ``"free"``, ``"periodic"``, ``"mirror"`` or a
+        ``(y, x)`` pair, as for :func:`tie_phase`.
 
     Returns
     -------
     phase : ndarray, shape (H, W)
         Phase in rad, mean subtracted.
     info : dict
-        ``qc`` (1/nm), ``qc_default``, ``defocus`` (nm), ``noise_level``,
+        ``qc`` (1/nm), ``qc_default``, ``boundary``, ``boundary_auto``,
+        ``boundary_tests``, ``defocus`` (nm), ``noise_level``,
         ``noise_estimated``, ``symmetric``, ``wavelength`` (nm),
         ``pixel_size`` (nm).
     """
@@ -737,6 +1113,7 @@ def sitie_phase(image, defocus, pixel_size, wavelength, qc=None, symmetric=True,
     lam = _check_wavelength(wavelength)
     qc = _check_qc(qc)
     nl = _check_noise_level(noise_level)
+    bnd = _check_boundary(boundary, symmetric)
     if not np.all(np.isfinite(img)):
         raise ValueError("image contains NaN or inf values; clean or crop it first")
     mean = img.mean()
@@ -746,14 +1123,19 @@ def sitie_phase(image, defocus, pixel_size, wavelength, qc=None, symmetric=True,
     didz = (rel - 1.0) / d
     sig = estimate_noise(rel) if nl is None else nl
     k = 2.0 * np.pi / lam
-    phase, qc_used = _solve(-k * didz, None, psize, qc, k * sig / abs(d), symmetric)
+    phase, qc_used, modes, tests = _solve(
+        -k * didz, None, rel[None], psize, lam, [d], qc, k * sig / abs(d), bnd
+    )
     info = {
         "qc": qc_used,
         "qc_default": qc is None,
+        "boundary": modes,
+        "boundary_auto": bnd == "auto",
+        "boundary_tests": tests,
         "defocus": d,
         "noise_level": float(sig),
         "noise_estimated": nl is None,
-        "symmetric": bool(symmetric),
+        "symmetric": modes == ("mirror", "mirror"),
         "wavelength": lam,
         "pixel_size": psize,
     }

@@ -96,11 +96,17 @@ def test_analytic_strip_known_laplacian(sim, symmetric):
     phase, _ = tie_phase(imgs, [-df, df], PX, sim.wavelength, qc=1e-5, symmetric=symmetric)
     assert phase_accuracy(phase, phi) > 0.9999
     np.testing.assert_allclose(phase, phi - phi.mean(), atol=5e-3)
-    # the default: the band reaches the top and bottom edges, so the boundary
-    # floor of qc applies (here needlessly: no phase gradient crosses the frame)
+    # the default qc: the band reaches the top and bottom edges without a phase
+    # gradient across them, so nothing is missing and the inverse Laplacian
+    # stays almost exact (the former boundary floor, 1 / (2 N px), cost 0.01)
     default, info = tie_phase(imgs, [-df, df], PX, sim.wavelength, symmetric=symmetric)
-    assert 0.2 / (2 * N * PX) < info["qc"] <= 1.0 / (2 * N * PX)
-    assert phase_accuracy(default, phi) > 0.99
+    assert info["qc"] < 0.05 / (2 * N * PX)
+    assert phase_accuracy(default, phi) > 0.9999
+    # boundary found from the data: the band continues across the top and
+    # bottom edges, vacuum-like at the left and right
+    auto, info = tie_phase(imgs, [-df, df], PX, sim.wavelength)
+    assert info["boundary_auto"] and info["boundary"][0] == "periodic"
+    assert phase_accuracy(auto, phi) > 0.9999
 
 
 def test_mirror_padding_removes_boundary_artefacts(sim):
@@ -155,9 +161,10 @@ def test_absorbing_specimen_uses_infocus_intensity(sim):
     by_index, info_i = tie_phase(imgs, dfs, PX, sim.wavelength, infocus=1)
     assert info_i["infocus"] == "image 1"
     np.testing.assert_allclose(by_index, full)
-    # achieved 0.996 (the two-Laplacian method drops the solenoidal part)
+    # achieved 0.998 (the two-Laplacian method drops the solenoidal part)
     assert phase_accuracy(full, phi) > 0.99
-    assert phase_accuracy(full, phi) > phase_accuracy(uniform, phi) + 0.02
+    # uniform I0: 0.982 (0.963 with mirror boundaries, where the margin was 0.02)
+    assert phase_accuracy(full, phi) > phase_accuracy(uniform, phi) + 0.01
 
 
 # --------------------------------------------------------------------------
@@ -248,26 +255,30 @@ def test_estimate_noise(rng):
 
 
 def test_default_qc_with_noise(sim, rng):
+    """A localised object with 1 % noise: the default qc is close to the best
+    one, realisation by realisation and on average."""
     phi = _cone_and_bump(sim)
     dfs = [-20000.0, 0.0, 20000.0]
     clean = sim.series(phi, dfs)
-    imgs = clean + 0.01 * rng.standard_normal(clean.shape)
-    phase, info = tie_phase(imgs, dfs, PX, sim.wavelength)
-    assert info["noise_estimated"]
-    np.testing.assert_allclose(info["noise_level"], 0.01, rtol=0.1)
-    acc = phase_accuracy(phase, phi)
-    scan = [
-        phase_accuracy(tie_phase(imgs, dfs, PX, sim.wavelength, qc=qc)[0], phi)
-        for qc in np.geomspace(1e-6, 3e-3, 16)
-    ]
-    assert acc > 0.9  # achieved 0.92-0.97 over random seeds
-    assert acc > max(scan) - 0.01  # close to the best qc
-    assert acc > scan[0] + 0.01  # better than (almost) no regularisation
+    scan_qc = np.geomspace(1e-6, 3e-3, 16)
+    accs, bests = [], []
+    for _ in range(4):
+        imgs = clean + 0.01 * rng.standard_normal(clean.shape)
+        phase, info = tie_phase(imgs, dfs, PX, sim.wavelength)
+        assert info["noise_estimated"] and info["boundary"] == ("free", "free")
+        np.testing.assert_allclose(info["noise_level"], 0.01, rtol=0.1)
+        accs.append(phase_accuracy(phase, phi))
+        bests.append(max(phase_accuracy(tie_phase(imgs, dfs, PX, sim.wavelength, qc=qc)[0], phi)
+                         for qc in scan_qc))
+    # achieved 0.928-0.987, within 0.013 of the best qc (mean 0.005)
+    assert min(accs) > 0.9
+    assert all(a > b - 0.02 for a, b in zip(accs, bests))
+    assert np.mean(accs) > np.mean(bests) - 0.01
     # given noise level: same rule, similar qc
     _, info_given = tie_phase(imgs, dfs, PX, sim.wavelength, noise_level=0.01)
     assert not info_given["noise_estimated"]
-    assert info_given["qc"] == pytest.approx(info["qc"], rel=0.3)
-    # noise-free: qc stays tiny but positive
+    assert info_given["qc"] == pytest.approx(info["qc"], rel=0.5)
+    # noise-free: qc stays tiny but positive (the floor, 0.01 / (2 N px))
     _, info_clean = tie_phase(clean, dfs, PX, sim.wavelength)
     assert 0 < info_clean["qc"] < 0.2 * info["qc"]
     _, info_zero = tie_phase(clean, dfs, PX, sim.wavelength, noise_level=0.0)
@@ -290,28 +301,32 @@ def _cropped_bumps(sim, dfs):
     return imgs, phi[crop]
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("symmetric", [True, False, None])
 def test_default_qc_noise_free_structure_across_the_frame(sim, symmetric):
-    """The boundary floor of the default qc: noise-free data whose structure
-    crosses the frame edges. The Wiener rule alone gives qc ~ 0.01 / (2 N px)
-    (no noise), and the boundary errors, amplified as 1/q^2, dominate: accuracy
-    0.56 (symmetric=True) and 0.79 (False) with that rule alone; with the floor,
-    1 / (2 N px) here, 0.84 and 0.86."""
+    """Noise-free data whose structure crosses the frame edges: the part of
+    the phase set by the bumps outside the frame cannot be recovered, and the
+    default qc (from the estimated boundary error; there is no noise) removes
+    the longest-range part of the solution.
+
+    A weak case of the rule: the mirrored border strips that stand in for the
+    bumps beyond the frame overestimate the boundary error at the lowest
+    frequencies about twofold here, and qc comes out about twice the best
+    value: 0.73-0.76 against 0.84-0.88 at the best qc (the former fixed floor,
+    1 / (2 N px), happened to be close to the best: 0.84 mirror, 0.86
+    periodic)."""
     dfs = [-5000.0, 0.0, 5000.0]
     imgs, phi = _cropped_bumps(sim, dfs)
     phase, info = tie_phase(imgs, dfs, PX, sim.wavelength, symmetric=symmetric)
-    assert info["qc"] == pytest.approx(1.0 / (2 * N * PX), rel=0.05)
+    if symmetric is None:
+        assert info["boundary"] == ("free", "free")
     acc = phase_accuracy(phase, phi)
-    assert acc > 0.8
-    # the bare Wiener qc of noise-free data is far worse
-    tiny, _ = tie_phase(imgs, dfs, PX, sim.wavelength, symmetric=symmetric,
-                        qc=0.01 / (2 * N * PX))
-    assert acc > phase_accuracy(tiny, phi) + 0.05
-    # and the floor is near the best qc for these data
+    # the boundary error, not the (absent) noise, sets qc
+    assert 1.0 / (2 * N * PX) < info["qc"] < 8.0 / (2 * N * PX)
+    assert acc > 0.7
     scan = [phase_accuracy(tie_phase(imgs, dfs, PX, sim.wavelength, symmetric=symmetric,
                                      qc=f / (2 * N * PX))[0], phi)
-            for f in (0.25, 0.5, 1.0, 2.0, 4.0)]
-    assert acc > max(scan) - 0.05
+            for f in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)]
+    assert acc > max(scan) - 0.15
 
 
 def test_explicit_qc_is_used(sim):
@@ -420,3 +435,152 @@ def test_sitie_bad_input():
         sitie_phase(img, 100.0, 5.0, 0.0025, qc=0)
     with pytest.raises(ValueError, match="pixel_size"):
         sitie_phase(img, 100.0, -1.0, 0.0025)
+
+
+# --------------------------------------------------------------------------
+# boundaries: windows onto larger specimens, islands in vacuum
+# --------------------------------------------------------------------------
+def _lattice_window(sim, n=N):
+    """Bloch skyrmion lattice (period 70 nm, 2.5 nm px, Ms 4e5 A/m, 50 nm),
+    simulated periodically on 2n x 2n px, images (+-100 um and in focus) and
+    true phase cropped to the central n x n: a micrograph-like window."""
+    from hyperspy_lorentz.physics import magnetisation, textures
+
+    px = 2.5
+    t = textures.skyrmion_lattice((2 * n, 2 * n), period=70.0, rotation=7.0, pixel_size=px)
+    phi = magnetisation.magnetic_phase(t.mx, t.my, ms=4e5, thickness=50, pixel_size=px,
+                                       padding=1)
+    dfs = [-1e5, 0.0, 1e5]
+    imgs = sim.series(phi, dfs, pixel_size=px)
+    crop = (slice(n // 2, n // 2 + n),) * 2
+    return imgs[(slice(None),) + crop], phi[crop], dfs, px
+
+
+#: Uniformly magnetised islands: centre (y, x) and size (h, w) in nm from the
+#: canvas centre, direction of the moment in degrees.
+_ISLANDS = [((-110.0, -60.0), (40.0, 160.0), 0.0),
+            ((60.0, -150.0), (140.0, 40.0), 270.0),
+            ((120.0, 90.0), (80.0, 80.0), 45.0),
+            ((-90.0, 150.0), (40.0, 120.0), 180.0),
+            ((10.0, 20.0), (50.0, 130.0), 160.0)]
+
+
+def _islands(sim, canvas, spread, n=N):
+    """Permalloy-like islands (Ms 8e5 A/m, 20 nm, 5 nm px) on a vacuum canvas of
+    canvas * n px, at ``spread`` times the positions of ``_ISLANDS``, magnetic
+    phase with free-space stray fields (default padding), images at +-500 um
+    and in focus propagated on the canvas, images and phase cropped to the
+    central n x n px (the whole canvas when ``canvas`` is 1)."""
+    from hyperspy_lorentz.physics import magnetisation, textures
+
+    px, m = 5.0, canvas * n
+    mx, my = np.zeros((m, m)), np.zeros((m, m))
+    for (cy, cx), size, d in _ISLANDS:
+        t = textures.uniform_island((m, m), direction=d, geometry="rectangle", size=size,
+                                    center=(m / 2 * px + spread * cy, m / 2 * px + spread * cx),
+                                    pixel_size=px)
+        mx, my = mx + t.mx, my + t.my
+    phi = magnetisation.magnetic_phase(mx, my, ms=8e5, thickness=20, pixel_size=px)
+    dfs = [-5e5, 0.0, 5e5]
+    imgs = sim.series(phi, dfs, pixel_size=px)
+    a = (m - n) // 2
+    crop = (slice(a, a + n),) * 2
+    return imgs[(slice(None),) + crop], phi[crop], dfs, px
+
+
+def _dose(imgs, dose, seed):
+    return np.random.default_rng(seed).poisson(imgs * dose) / dose
+
+
+@pytest.mark.parametrize("dose", [None, 1000])
+def test_window_cut_from_a_larger_simulation(sim, dose):
+    """Skyrmion-lattice window: the phase beyond the frame is unknown and its
+    long-range part cannot be recovered; the free boundary and the default qc
+    (which sees the boundary error) keep the rest. Former defaults (mirror,
+    qc floor): TIE 0.83, SITIE 0.70; now 0.97-0.98 both."""
+    imgs, phi, dfs, px = _lattice_window(sim)
+    if dose:
+        imgs = _dose(imgs, dose, 1)
+    phase, info = tie_phase(imgs, dfs, px, sim.wavelength)
+    assert info["boundary"] == ("free", "free") and info["boundary_auto"]
+    assert info["qc"] > 1.0 / (2 * N * px)  # the boundary error is regularised
+    assert phase_accuracy(phase, phi) > 0.95
+    single, sinfo = sitie_phase(imgs[2], dfs[2], px, sim.wavelength)
+    assert sinfo["boundary"] == ("free", "free")
+    assert phase_accuracy(single, phi) > 0.95
+
+
+def test_islands_in_vacuum_whole_specimen(sim):
+    """Islands simulated on their vacuum canvas, the canvas being the image:
+    the images wrap around (the propagation is periodic), and the stray-field
+    phase does not vanish at the canvas edge. The boundary is found periodic.
+    At 1000 e-/pixel: former defaults TIE 0.60-0.67, SITIE 0.60-0.65; now
+    0.99-1.00."""
+    clean, phi, dfs, px = _islands(sim, canvas=1, spread=1.0)
+    for seed in range(3):
+        imgs = _dose(clean, 1000, seed)
+        phase, info = tie_phase(imgs, dfs, px, sim.wavelength)
+        assert info["boundary"] == ("periodic", "periodic")
+        assert phase_accuracy(phase, phi) > 0.95
+        single, _ = sitie_phase(imgs[2], dfs[2], px, sim.wavelength)
+        assert phase_accuracy(single, phi) > 0.95
+
+
+def test_islands_in_vacuum_framed_by_vacuum(sim):
+    """Islands in vacuum framed with a vacuum margin (simulated on a canvas
+    twice the frame): quiet edges, free boundaries, an almost exact inverse
+    Laplacian without noise. Mirror boundaries force the stray field crossing
+    the frame to zero: former defaults 0.981 noise-free, 0.970 on average at
+    1000 e-/pixel (SITIE 0.939); now 0.999 and 0.989 (SITIE 0.979)."""
+    clean, phi, dfs, px = _islands(sim, canvas=2, spread=1.35)
+    phase, info = tie_phase(clean, dfs, px, sim.wavelength)
+    assert info["boundary"] == ("free", "free")
+    assert phase_accuracy(phase, phi) > 0.995
+    accs, saccs = [], []
+    for seed in range(3):
+        imgs = _dose(clean, 1000, seed)
+        accs.append(phase_accuracy(tie_phase(imgs, dfs, px, sim.wavelength)[0], phi))
+        saccs.append(phase_accuracy(sitie_phase(imgs[2], dfs[2], px, sim.wavelength)[0], phi))
+    assert min(accs) > 0.97 and np.mean(accs) > 0.98
+    assert np.mean(saccs) > 0.965
+
+
+def test_islands_crossing_the_frame(sim):
+    """Islands spread over a canvas twice the frame, some cut by it, others
+    outside with stray fields reaching in: a window onto islands in vacuum.
+    At 1000 e-/pixel, former defaults 0.836-0.864 (mean 0.848); now
+    0.882-0.910 (mean 0.895)."""
+    clean, phi, dfs, px = _islands(sim, canvas=2, spread=2.0)
+    accs = []
+    for seed in range(3):
+        phase, info = tie_phase(_dose(clean, 1000, seed), dfs, px, sim.wavelength)
+        assert info["boundary"] == ("free", "free")
+        accs.append(phase_accuracy(phase, phi))
+    assert min(accs) > 0.86 and np.mean(accs) > 0.875
+
+
+def test_boundary_keywords(sim):
+    phi = sim.gaussian(amplitude=1.0, sigma=60)
+    imgs = sim.series(phi, [-300.0, 300.0])
+    args = (imgs, [-300.0, 300.0], PX, sim.wavelength)
+    cases = [
+        (dict(symmetric=True), ("mirror", "mirror"), True),
+        (dict(symmetric=False), ("periodic", "periodic"), False),
+        (dict(boundary="free"), ("free", "free"), False),
+        (dict(boundary=("free", "periodic")), ("free", "periodic"), False),
+        (dict(boundary="mirror", symmetric=False), ("mirror", "mirror"), True),  # boundary wins
+    ]
+    for kw, modes, sym in cases:
+        phase, info = tie_phase(*args, **kw)
+        assert info["boundary"] == modes and info["symmetric"] is sym
+        assert not info["boundary_auto"] and info["boundary_tests"] is None
+        assert phase_accuracy(phase, phi) > 0.999
+    phase, info = tie_phase(*args)  # a localised bump: quiet edges
+    assert info["boundary"] == ("free", "free") and info["boundary_auto"]
+    _, sinfo = sitie_phase(imgs[1], 300.0, PX, sim.wavelength, boundary="periodic")
+    assert sinfo["boundary"] == ("periodic", "periodic")
+    for bad in ("neumann", ("free",), ("free", "open"), 3):
+        with pytest.raises(ValueError, match="boundary must be"):
+            tie_phase(*args, boundary=bad)
+        with pytest.raises(ValueError, match="boundary must be"):
+            sitie_phase(imgs[1], 300.0, PX, sim.wavelength, boundary=bad)
