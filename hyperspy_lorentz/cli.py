@@ -389,8 +389,10 @@ def _method_kwargs(args):
     if args.method == "ad":
         if args.iterations is not None:  # else the library's default
             kwargs["max_iterations"] = args.iterations
-        if args.refine is not None:  # else the library's default (the amplitude)
+        if args.refine is not None:  # else the library's default (none)
             kwargs["refine"] = tuple(args.refine)
+        if args.uniform_amplitude:
+            kwargs["refine_amplitude"] = False
         if args.likelihood:
             kwargs["likelihood"] = args.likelihood
         if args.device:
@@ -613,9 +615,13 @@ def build_parser():
     rec.add_argument("--method", choices=("ad", "tie"), default="ad", help="ad (default) or tie")
     rec.add_argument("--refine", nargs="*",
                      choices=("defocus", "shifts", "theta_c", "astigmatism", "scale", "amplitude"),
-                     help="AD: parameters to refine besides the phase (default: amplitude); list "
-                          "them all, e.g. --refine amplitude defocus shifts; --refine alone: "
-                          "the phase only")
+                     help="AD: experimental parameters to refine besides the exit wave "
+                          "(default: none), e.g. --refine defocus shifts; the amplitude is "
+                          "refined either way unless --uniform-amplitude ('amplitude' is "
+                          "accepted here for older command lines)")
+    rec.add_argument("--uniform-amplitude", action="store_const", const=True, default=None,
+                     help="AD: hold the exit-wave amplitude (the in-focus image's, or uniform) "
+                          "instead of refining it")
     rec.add_argument("--likelihood", choices=("gaussian", "poisson"), help="AD: noise model")
     rec.add_argument("--iterations", type=int,
                      help="AD: maximum iterations (default: the library's, 500 for a focal series, "
@@ -680,6 +686,7 @@ class _Warnings:
 #: Options of ``reconstruct`` that only one method uses, with that method.
 METHOD_OPTIONS = {
     "refine": "ad",
+    "uniform_amplitude": "ad",
     "likelihood": "ad",
     "iterations": "ad",
     "device": "ad",
@@ -707,7 +714,7 @@ def check_method_options(args):
               if getattr(args, name, None) is not None and method != args.method]
     if not unused:
         return None
-    names = ", ".join("--" + name for name in unused)
+    names = ", ".join("--" + name.replace("_", "-") for name in unused)
     other = {"ad": "tie", "tie": "ad"}[args.method]
     return (f"{names} {'is an option' if len(unused) == 1 else 'are options'} of --method {other}, "
             f"which --method {args.method} does not use; drop {'it' if len(unused) == 1 else 'them'} "

@@ -253,11 +253,17 @@ def test_reconstruct_ad(files, tmp_path, capsys):
     assert "retrieved" in stdout and "image 2" in stdout
 
 
-@pytest.mark.parametrize("refine, expected", [(None, ["amplitude"]), ([], []),
-                                              (["amplitude", "shifts"], ["amplitude", "shifts"])])
+@pytest.mark.parametrize("refine, expected", [
+    (None, ["amplitude"]), ([], ["amplitude"]), (["shifts"], ["amplitude", "shifts"]),
+    (["amplitude", "shifts"], ["amplitude", "shifts"]),  # older command lines
+    (["shifts", "--uniform-amplitude"], ["shifts"]), (["--uniform-amplitude"], []),
+])
 def test_reconstruct_ad_refine_default_is_the_librarys(files, tmp_path, capsys, refine, expected):
+    """Naming optical parameters never switches the amplitude off; only
+    --uniform-amplitude does."""
     out = tmp_path / "result"
-    extra = [] if refine is None else ["--refine", *refine]
+    extra = [] if refine is None else (["--refine", *refine] if refine[:1] != ["--uniform-amplitude"]
+                                       else refine)
     code, _, err = _run(["reconstruct", files["series"], "--method", "ad", "--iterations", "3",
                          *extra, "--output", out, "--quiet"], capsys)
     assert code == 0, err
@@ -273,6 +279,7 @@ def test_reconstruct_ad_refine_default_is_the_librarys(files, tmp_path, capsys, 
         (["--method", "tie", "--refine"], "--refine", "tie"),
         (["--method", "tie", "--likelihood", "poisson"], "--likelihood", "tie"),
         (["--method", "tie", "--iterations", "5"], "--iterations", "tie"),
+        (["--method", "tie", "--uniform-amplitude"], "--uniform-amplitude", "tie"),
         (["--method", "tie", "--seed", "1", "--device", "cpu"], "--device, --seed", "tie"),
     ],
 )

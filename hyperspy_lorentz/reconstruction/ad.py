@@ -118,8 +118,8 @@ Bootstrap*, ch. 10) -- where it exceeds :data:`BOOTSTRAP_SIGNIFICANCE` of its
 own standard errors; a smaller estimate is mostly noise and would add variance
 (on a clean series with astigmatism refined, correcting it regardless moved the
 angle from 30.3 to 27.2 degrees, truth 30). The replicates' noise is the
-noise estimated from the data (not floored by :data:`NOISE_FLOOR`). The spread of the replicates gives standard errors
-(:attr:`ADResult.standard_errors`). Phase and amplitude are the MAP estimates
+noise estimated from the data (not floored by :data:`NOISE_FLOOR`). The spread
+of the replicates gives standard errors (``ADResult.standard_errors``). Phase and amplitude are the MAP estimates
 of the main fit. The bootstrap cannot correct a bias that comes from a model
 that does not describe the data (for instance a uniform amplitude assumed for
 a specimen whose amplitude is not uniform). The standard errors are the
@@ -130,7 +130,7 @@ about half of the bias remained after the correction.
 A parameter whose doubling changes the fit by less than one unit of chi^2
 (:data:`IDENTIFIABILITY_CHI2`) -- typically ``defocus_spread``, which the
 paper's attempt to refine did not move either -- is kept at its given value and
-reported in :attr:`ADResult.not_identifiable` (with a warning).
+reported in ``ADResult.not_identifiable`` (with a warning).
 """
 
 from __future__ import annotations
@@ -218,7 +218,11 @@ FIRST_STEP = 1e-3
 INIT_RACE_ITERATIONS = 20
 #: Binning of the coarse pass that starts the refinement of optical parameters.
 PYRAMID_BINNING = 4
-#: Boundaries of the coarse pass, by the boundaries of the fit (experiment).
+#: Boundaries of the coarse pass, by the boundaries of the fit: periodic for a
+#: free border. The coarse pass only has to bring drift and defocus into the
+#: basin of the full-resolution fit; on a free canvas of a 32 px binned image the
+#: border unknowns made it much worse (islands with drift: 0.918 against 0.993
+#: final accuracy).
 COARSE_PADDING = {"free": None}
 #: Smallest binned image side for which the coarse pass is run.
 PYRAMID_MIN_SIZE = 32
@@ -523,18 +527,33 @@ def _check_images(images, defocus):
     return imgs, df
 
 
-def _check_refine(refine):
+def _check_refine(refine, refine_amplitude=True):
+    """The parameters fitted besides the phase, ``"amplitude"`` first when refined.
+
+    ``refine`` names the optical parameters; the amplitude has its own switch,
+    so that naming optical parameters never turns the amplitude off. For older
+    code ``"amplitude"`` is still accepted in ``refine`` (it means
+    ``refine_amplitude=True``).
+    """
     if refine is None:
-        return ()
+        refine = ()
     if isinstance(refine, str):
         refine = (refine,)
+    if refine_amplitude not in (True, False):
+        raise ValueError(f"refine_amplitude must be True or False, got {refine_amplitude!r}")
     out = []
     for r in refine:
         if r not in REFINABLE:
-            raise ValueError(f"unknown parameter {r!r} in refine; choose from {REFINABLE}")
-        if r not in out:
+            raise ValueError(f"unknown parameter {r!r} in refine; choose from "
+                             f"{REFINABLE[1:]} (the amplitude has its own switch, "
+                             f"refine_amplitude)")
+        if r == "amplitude" and not refine_amplitude:
+            raise ValueError("refine names 'amplitude' but refine_amplitude=False; drop one "
+                             "of them")
+        if r not in out and r != "amplitude":
             out.append(r)
-    return tuple(out)
+    amplitude = refine_amplitude or "amplitude" in refine
+    return (("amplitude",) if amplitude else ()) + tuple(out)
 
 
 # ============================================================================ helpers
@@ -1114,7 +1133,7 @@ class _Optimiser:
 # ============================================================================ main
 def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=0.01,
                    defocus_spread=500.0, astigmatism=0.0, astigmatism_angle=0.0,
-                   refine=DEFAULT_REFINE, likelihood="gaussian", dose=None,
+                   refine=(), refine_amplitude=True, likelihood="gaussian", dose=None,
                    regularization="auto", max_iterations=500, tolerance=1e-4,
                    learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
                    padding="free", device="auto", dtype="float32", seed=None, progress=None,
@@ -1145,15 +1164,21 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     astigmatism_angle : float
         Astigmatism direction, **degrees** from ``+x`` toward ``+y``.
     refine : sequence of str
-        Parameters fitted besides the phase, a subset of :data:`REFINABLE`
-        (default :data:`DEFAULT_REFINE`, the amplitude): ``"amplitude"``
-        (pixel-wise, joint-TV regularised), ``"defocus"`` (per image),
-        ``"shifts"`` (per-image drift, sub-pixel; the image nearest focus is
-        the reference, first on ties), ``"theta_c"``, ``"astigmatism"``
-        (magnitude and angle, shared), ``"scale"`` (per-image intensity),
-        ``"defocus_spread"`` (only when the data constrain it). Parameters the
-        data do not constrain are reported in ``not_identifiable``. ``()``
-        fits the phase alone.
+        Experimental parameters fitted besides the exit wave (default none):
+        ``"defocus"`` (per image), ``"shifts"`` (per-image drift, sub-pixel;
+        the image nearest focus is the reference, first on ties),
+        ``"theta_c"``, ``"astigmatism"`` (magnitude and angle, shared),
+        ``"scale"`` (per-image intensity), ``"defocus_spread"`` (only when the
+        data constrain it). Parameters the data do not constrain are reported
+        in ``not_identifiable``. Naming them never changes whether the
+        amplitude is refined (``refine_amplitude``); ``"amplitude"`` is still
+        accepted here, as ``refine_amplitude=True``.
+    refine_amplitude : bool
+        Fit the exit-wave amplitude pixel by pixel (joint-TV regularised) as
+        well as the phase (default True: specimens absorb and scatter, and a
+        uniform amplitude that does not describe them biases the phase and the
+        optical parameters); False holds it at ``initial_amplitude`` (or the
+        in-focus image's, or uniform).
     likelihood : {"gaussian", "poisson"}
         Noise model; see the module docstring.
     dose : float or array_like of shape (N,), optional
@@ -1255,7 +1280,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     defocus_spread = _as_float(defocus_spread, "defocus_spread", "nm", nonneg=True)
     astig = _as_float(astigmatism, "astigmatism", "nm")
     astig_angle = math.radians(_as_float(astigmatism_angle, "astigmatism_angle", "degrees"))
-    refine = _check_refine(refine)
+    refine = _check_refine(refine, refine_amplitude)
     if likelihood not in ("gaussian", "poisson"):
         raise ValueError(f"likelihood must be 'gaussian' or 'poisson', got {likelihood!r}")
     if optimizer not in ("lbfgs", "adam"):
@@ -1374,6 +1399,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                         imgs, df, pixel_size=pixel, beam_energy=energy, cs=cs,
                         theta_c=theta_c, defocus_spread=defocus_spread, astigmatism=astig,
                         astigmatism_angle=math.degrees(astig_angle), refine=refine,
+                        refine_amplitude="amplitude" in refine,
                         likelihood=likelihood, dose=dose, regularization=beta,
                         max_iterations=INIT_RACE_ITERATIONS, tolerance=tolerance,
                         learning_rate=learning_rate, initial_amplitude=initial_amplitude,
@@ -1434,7 +1460,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         pixel_size=list(pixel), beam_energy=energy, wavelength=wl, cs=cs, theta_c=theta_c,
         defocus_spread=defocus_spread, astigmatism=astig,
         astigmatism_angle=math.degrees(astig_angle), defocus=df.tolist(),
-        refine=list(refine), likelihood=likelihood,
+        refine=list(refine), refine_amplitude="amplitude" in refine, likelihood=likelihood,
         dose=None if dose is None else np.broadcast_to(np.asarray(dose, float), (n,)).tolist(),
         regularization=beta,
         regularization_input=(regularization if isinstance(regularization, (str, type(None)))
@@ -1546,10 +1572,12 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                     binned, df, pixel_size=(pixel[0] * b, pixel[1] * b), beam_energy=energy,
                     cs=cs, theta_c=theta_c, defocus_spread=defocus_spread,
                     astigmatism=astig, astigmatism_angle=math.degrees(astig_angle),
-                    refine=optical, likelihood=likelihood, dose=cdose, regularization=beta,
+                    refine=optical, refine_amplitude=False, likelihood=likelihood, dose=cdose,
+                    regularization=beta,
                     max_iterations=max(max_iterations // 3, 1),
                     tolerance=STAGE1_TOLERANCE_FACTOR * tolerance, learning_rate=learning_rate,
-                    initial_amplitude=camp, padding=COARSE_PADDING.get(padding, padding), device=dev, dtype=dtype,
+                    initial_amplitude=camp, padding=COARSE_PADDING.get(padding, padding),
+                    device=dev, dtype=dtype,
                     progress=coarse_progress, optimizer=optimizer, bias_correction=0,
                     _pyramid=False, _drift_margin=math.ceil(DRIFT_MARGIN / b))
             losses += coarse.loss_history

@@ -139,6 +139,10 @@ def memory_spec(parameters):
         refine = parameters.get("refine")  # not given: the kernel's default (None)
         if isinstance(refine, str):
             refine = (refine,)
+        if refine is not None:  # the amplitude has its own switch (refined by default)
+            refine = tuple(r for r in refine if r != "amplitude")
+            if parameters.get("refine_amplitude", True):
+                refine = ("amplitude",) + refine
         dtype = parameters.get("dtype") or "float32"
         return {
             "method": "ad",

@@ -21,6 +21,8 @@ MM = 1e6  # nm
 #: model that matches (the default free border is tested on windows in
 #: test_ad_canvas.py).
 PERIODIC = dict(padding="periodic")
+#: The phase alone: no optical parameter, the amplitude held.
+PHASE_ONLY = dict(refine=(), refine_amplitude=False)
 
 
 def islands(n=96):
@@ -108,7 +110,7 @@ def test_oracle_gaussian_bump_analytic_phase():
     # lens) turns bright in overfocus
     assert images[1][n // 2, n // 2] > 1.0 > images[0][n // 2, n // 2]
     res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, cs=0.0, theta_c=0.0,
-                         defocus_spread=0.0, refine=(), regularization=0.0)
+                         defocus_spread=0.0, **PHASE_ONLY, regularization=0.0)
     t = truth - truth.mean()
     assert phase_accuracy(res.phase, truth) > 0.999
     slope = float(np.sum(res.phase * t) / np.sum(t * t))
@@ -123,18 +125,18 @@ def test_gaussian_and_poisson_noise(obj):
     clean = simulate_images(phase, None, df, PIX, KEV)
     dose = 50.0  # electrons per pixel
     counts = np.random.default_rng(3).poisson(clean * dose).astype(float)
-    r_p = reconstruct_ad(counts, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+    r_p = reconstruct_ad(counts, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                          likelihood="poisson", **PERIODIC)
     acc_p = phase_accuracy(r_p.phase, phase)
     assert acc_p > 0.98, acc_p
     # the same counts given as normalised images plus their dose
     r_d = reconstruct_ad(counts / counts.mean(), df, pixel_size=PIX, beam_energy=KEV,
-                         refine=(), likelihood="poisson", dose=counts.mean(axis=(1, 2)),
+                         **PHASE_ONLY, likelihood="poisson", dose=counts.mean(axis=(1, 2)),
                          max_iterations=30)
     assert r_d.parameters["dose"] == pytest.approx(counts.mean(axis=(1, 2)).tolist())
     assert phase_accuracy(r_d.phase, phase) > 0.95
     # Gaussian likelihood, 10 % noise
-    r_g = reconstruct_ad(noisy(clean, 0.10), df, pixel_size=PIX, beam_energy=KEV, refine=())
+    r_g = reconstruct_ad(noisy(clean, 0.10), df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY)
     acc_g = phase_accuracy(r_g.phase, phase)
     assert acc_g > 0.98, acc_g
     # the noise estimate of the amplitudes is about s / 2
@@ -145,7 +147,7 @@ def test_gaussian_and_poisson_noise(obj):
 def test_refine_defocus_recovers_wrong_nominal_values(pair, obj):
     images, df = pair
     nominal = df * np.array([1.05, 0.95])
-    res = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV, refine=("defocus",))
+    res = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV, refine=("defocus",), refine_amplitude=False)
     assert res.refined == ("defocus",)
     np.testing.assert_allclose(res.defocus, df, rtol=0.005)
     assert phase_accuracy(res.phase, obj[0]) > 0.99
@@ -156,13 +158,13 @@ def test_refine_shifts_recovers_drift(obj):
     df = np.array([-0.8, 0.8]) * MM
     drift = np.array([[0.0, 0.0], [1.3, -0.7]])
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.05)
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",),
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",), refine_amplitude=False,
                          **PERIODIC)
     assert res.parameters["reference_image"] == 0
     np.testing.assert_allclose(res.shifts, drift, atol=0.05)
     assert phase_accuracy(res.phase, phase) > 0.99
     # without refining the drift the phase is worse
-    fixed = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+    fixed = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                            max_iterations=60)
     assert phase_accuracy(fixed.phase, phase) < phase_accuracy(res.phase, phase)
 
@@ -173,7 +175,7 @@ def test_refine_shifts_gauge_is_image_nearest_focus(obj):
     df = np.array([-0.8, 0.3, 0.8]) * MM
     drift = np.array([[0.6, 0.4], [0.0, 0.0], [-0.5, 0.9]])
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.03)
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",),
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",), refine_amplitude=False,
                          max_iterations=150)
     assert res.parameters["reference_image"] == 1
     np.testing.assert_array_equal(res.shifts[1], 0.0)
@@ -184,7 +186,7 @@ def test_defocus_spread_reported_not_identifiable(pair):
     images, df = pair
     with pytest.warns(UserWarning, match="defocus_spread is not identifiable"):
         res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV,
-                             refine=("defocus_spread",), max_iterations=20)
+                             refine=("defocus_spread",), refine_amplitude=False, max_iterations=20)
     assert res.not_identifiable == ("defocus_spread",)
     assert "defocus_spread" not in res.refined
     assert res.defocus_spread == 500.0
@@ -197,7 +199,7 @@ def test_theta_c_refinement_moves_toward_truth(obj):
     df = np.array([-1.5, 1.5]) * MM
     images = noisy(simulate_images(phase, None, df, PIX, KEV, theta_c=0.02), 0.02)
     res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, theta_c=0.01,
-                         refine=("theta_c",), max_iterations=150)
+                         refine=("theta_c",), refine_amplitude=False, max_iterations=150)
     assert res.not_identifiable == ()
     assert res.theta_c == pytest.approx(0.02, rel=0.1)
 
@@ -211,13 +213,13 @@ def test_coarse_pass_recovers_drift_and_defocus_at_low_noise():
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.02)
     nominal = df * np.array([1.05, 0.95])  # image 1 is nearest focus: the reference
     res = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV,
-                         refine=("defocus", "shifts"), **PERIODIC)
+                         refine=("defocus", "shifts"), refine_amplitude=False, **PERIODIC)
     assert res.parameters["stages"][0]["binning"] == ad_mod.PYRAMID_BINNING
     assert phase_accuracy(res.phase, phase) > 0.99
     np.testing.assert_allclose(res.shifts, drift, atol=0.05)
     np.testing.assert_allclose(res.defocus, df, rtol=0.005)
     flat = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV,
-                          refine=("defocus", "shifts"), init="flat", _pyramid=False, **PERIODIC)
+                          refine=("defocus", "shifts"), refine_amplitude=False, init="flat", _pyramid=False, **PERIODIC)
     # without the coarse pass the full-resolution fit ends with phase islands
     # shifted by whole turns; the 2 pi unwrapping step repairs the phase, but the
     # defocus stays further from the truth than after the coarse pass
@@ -232,7 +234,7 @@ def test_refine_astigmatism():
     images = noisy(simulate_images(phase, None, df, PIX, KEV, astigmatism=5000.0,
                                    astigmatism_angle=np.radians(30.0)), 0.005)
     res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV,
-                         refine=("astigmatism",), tolerance=1e-6)
+                         refine=("astigmatism",), refine_amplitude=False, tolerance=1e-6)
     assert res.astigmatism == pytest.approx(5000.0, rel=0.05)
     assert res.astigmatism_angle == pytest.approx(30.0, abs=2.0)
     assert phase_accuracy(res.phase, phase) > 0.995
@@ -242,9 +244,9 @@ def test_padding_for_non_periodic_object(obj):
     phase = obj[0] + 0.03 * np.arange(obj[0].shape[1])[None, :]  # a ramp: not periodic
     df = np.array([-0.8, 0.8]) * MM
     images = noisy(simulate_images(phase, None, df, PIX, KEV, padding="reflect"), 0.03)
-    padded = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+    padded = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                             padding="reflect")
-    periodic = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=())
+    periodic = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY)
     assert padded.parameters["padding"] == "reflect"
     assert phase_accuracy(padded.phase, phase) > 0.99
     assert phase_accuracy(periodic.phase, phase) < phase_accuracy(padded.phase, phase)
@@ -253,7 +255,7 @@ def test_padding_for_non_periodic_object(obj):
 def test_float64_and_scale(pair, obj):
     images, df = pair
     images = images * np.array([1.0, 1.3])[:, None, None]  # exposure differences
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("scale",),
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("scale",), refine_amplitude=False,
                          dtype="float64", max_iterations=100)
     assert res.parameters["dtype"] == "float64"
     np.testing.assert_allclose(res.scale, 1.0, atol=0.01)  # the images are normalised
@@ -263,7 +265,7 @@ def test_float64_and_scale(pair, obj):
 # ----------------------------------------------------------------- robustness
 def test_deterministic_with_seed(pair):
     images, df = pair
-    kw = dict(pixel_size=PIX, beam_energy=KEV, refine=(), init="random", max_iterations=15,
+    kw = dict(pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY, init="random", max_iterations=15,
               tolerance=0.0)
     a = reconstruct_ad(images, df, seed=7, **kw)
     b = reconstruct_ad(images, df, seed=7, **kw)
@@ -285,7 +287,7 @@ def test_keyboard_interrupt_returns_best_so_far(pair, obj):
             raise KeyboardInterrupt
 
     with pytest.warns(UserWarning, match="interrupted"):
-        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                              progress=progress)
     assert res.interrupted and not res.converged
     assert res.iterations == 8
@@ -307,7 +309,7 @@ def test_nan_loss_stops_with_best_iterate(pair, monkeypatch):
 
     monkeypatch.setattr(ad_mod._Problem, "data_term", flaky)
     with pytest.warns(RuntimeWarning, match="NaN"):
-        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                              max_iterations=50)
     assert np.all(np.isfinite(res.phase))
     assert all(math.isfinite(v) for v in res.loss_history)
@@ -319,12 +321,12 @@ def test_nan_loss_at_start_raises(pair, monkeypatch):
     monkeypatch.setattr(ad_mod._Problem, "data_term",
                         lambda self, img, scale=None: img.sum() * float("nan"))
     with pytest.raises(FloatingPointError, match="not finite"):
-        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=())
+        reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY)
 
 
 def test_adam_optimizer_runs(pair, obj):
     images, df = pair
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                          optimizer="adam", max_iterations=40, tolerance=0.0)
     assert 10 < res.iterations <= 40 and len(res.loss_history) == res.iterations + 1
     assert min(res.loss_history) < 0.8 * res.loss_history[0]
@@ -335,7 +337,7 @@ def test_infocus_image_gives_amplitude(obj):
     phase, amp = obj
     df = np.array([-0.4, 0.0, 0.4]) * MM
     images = simulate_images(phase, amp, df, PIX, KEV)
-    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=(),
+    res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
                          max_iterations=1)
     assert res.parameters["initial_amplitude"].startswith("in-focus")
     assert phase_accuracy(res.amplitude, amp) > 0.95
@@ -400,7 +402,7 @@ def test_shape_mismatch(small_series):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(refine=("magnification",)), "unknown parameter"),
+    (dict(refine=("magnification",), refine_amplitude=False), "unknown parameter"),
     (dict(likelihood="cauchy"), "likelihood"),
     (dict(init="tie_phase"), "init"),
     (dict(padding="zeros"), "padding"),
@@ -413,7 +415,7 @@ def test_shape_mismatch(small_series):
     (dict(likelihood="poisson", dose=-1.0), "dose"),
     (dict(optimizer="sgd"), "optimizer"),
     (dict(max_iterations=-1), "max_iterations"),
-    (dict(refine=("theta_c",), theta_c=0.0), "theta_c"),
+    (dict(refine=("theta_c",), refine_amplitude=False, theta_c=0.0), "theta_c"),
 ])
 def test_bad_options(small_series, kwargs, match):
     images, df = small_series
@@ -525,8 +527,8 @@ def test_reduced_chi2_is_near_one_for_the_right_model_and_not_for_a_wrong_one(ob
     counts = rng.poisson(clean / clean.mean(axis=(1, 2), keepdims=True) * dose).astype(float)
     kw = dict(pixel_size=PIX, beam_energy=KEV, likelihood="poisson", dose=dose, seed=0,
               bias_correction=0, **PERIODIC)
-    right = reconstruct_ad(counts, df, refine=("shifts",), **kw)
-    wrong = reconstruct_ad(counts, df, refine=(), **kw)
+    right = reconstruct_ad(counts, df, refine=("shifts",), refine_amplitude=False, **kw)
+    wrong = reconstruct_ad(counts, df, **PHASE_ONLY, **kw)
     assert 0.5 < right.parameters["reduced_chi2"] < 1.2
     assert wrong.parameters["reduced_chi2"] > 1.2 * right.parameters["reduced_chi2"]
 
@@ -535,7 +537,7 @@ def test_progress_reports_race_fit_and_bootstrap_iterations(pair):
     images, df = pair
     calls = []
     res = reconstruct_ad(images, df * np.array([1.02, 0.98]), pixel_size=PIX, beam_energy=KEV,
-                         refine=("defocus",), max_iterations=100, seed=0,
+                         refine=("defocus",), refine_amplitude=False, max_iterations=100, seed=0,
                          progress=lambda it, loss: calls.append((it, loss)))
     boot = res.parameters["bias_correction"]["iterations"]
     assert res.parameters["init_race_iterations"] > 0 and sum(boot) > 0

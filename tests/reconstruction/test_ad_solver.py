@@ -38,7 +38,7 @@ def _fit(images, defocus=DEFOCUS, **kwargs):
 
 def test_gaussian_noise_accuracy(clean):
     noisy = np.random.default_rng(0).normal(clean, 0.02 * clean)
-    r = _fit(noisy, refine=())
+    r = _fit(noisy, refine=(), refine_amplitude=False)
     assert r.converged
     assert phase_accuracy(r.phase, _truth()) >= 0.99
     # The phase is absolute up to a constant: its scale must be right, not only its shape.
@@ -96,7 +96,7 @@ def test_bad_input(images, defocus, match):
 
 def test_unknown_refine_name(clean):
     with pytest.raises(ValueError, match="refine"):
-        reconstruct_ad(clean, DEFOCUS, **KW, refine=("drift",))
+        reconstruct_ad(clean, DEFOCUS, **KW, refine=("drift",), refine_amplitude=False)
 
 
 def test_memory_estimate_scales_with_problem_size():
