@@ -72,13 +72,17 @@ image axis gets one of
      |\Delta f|}`, from each edge) are anticorrelated, correlation below
      :data:`BOUNDARY_SPLIT_RHO` (both above the noise).
 
+   Only the split layer proves the two edges to be one: a window can look
+   continuous across the wrap-around by chance (a lattice symmetric about the
+   centre of the frame does), so an axis found periodic by continuity alone
+   is solved periodic but its boundary error is still estimated (below).
+
    It fails (i) at very low dose, where the edge signal is below the noise: a
    periodic simulation is then solved as a window (islands on their periodic
    canvas at 10 e-/pixel: 0.52 on average instead of 0.61 with periodic
-   boundaries); (ii) for a window onto a texture whose rows happen to continue
-   across the wrap-around (a lattice whose period fits the frame), which is
-   then solved as periodic -- for such textures the two solutions differ
-   little once regularised.
+   boundaries); (ii) for periodic simulations of smooth textures, found
+   periodic by continuity but still regularised for a boundary error they do
+   not have: 0.984-0.986 instead of 0.991-0.994 for a skyrmion lattice.
 
 ``symmetric=True`` / ``False`` keep their former meaning (mirror / periodic on
 both axes); ``boundary`` takes ``"auto"``, one of :data:`BOUNDARIES` or a
@@ -107,7 +111,8 @@ Default ``qc`` (``qc=None``)
 ``qc`` is chosen to maximise the expected correlation of the solution with the
 true phase -- the accuracy measure itself -- from three spectra of the phase,
 in ring bins of at least :data:`QC_MIN_COUNT` coefficients of the window's
-orthonormal DCT (of its FFT when both axes were found periodic):
+orthonormal DCT (of its FFT when both axes were proved periodic by the
+split-layer test):
 
 1. :math:`Z(q)`, of the unregularised solution (single inverse Laplacian of
    the right-hand side, with the chosen boundary);
@@ -119,16 +124,24 @@ orthonormal DCT (of its FFT when both axes were found periodic):
    noise saturates below the lowest frequency its boundary lets through:
    :math:`q_0 = f / (2L)` (:math:`L` the longer side, nm) with the factors
    :data:`NOISE_Q0_FACTOR`, measured by running the solver on white noise;
-3. :math:`D(q)`, of the boundary error, on every axis not found periodic
+3. :math:`D(q)`, of the boundary error, on every axis not proved periodic
    (explicit ``"periodic"``/``"mirror"`` boundaries are guesses too): border
    strips (:data:`QC_SURROGATE_STRIP` of the shorter side), mirrored outwards
    and tapered to zero over their width, stand in for the specimen beyond the
-   edges, and :math:`D` is the spectrum of their potential in the window; a
-   mirror or periodic boundary on such an axis adds the spectrum of its
-   difference from the free solution. :math:`D` is ~0 for quiet edges; for
-   windows it matches the true error to about a factor of two (lattices,
-   stripes, islands, the paper's object), so the rule averages its expected
-   correlation over the scalings :data:`QC_BOUNDARY_SCALES` of :math:`D`.
+   edges, and :math:`D` is the spectrum of their potential in the window. When
+   the edges are busy (edge activity, above), the net flux through them is
+   lost too -- the images are normalised to unit mean, so the right-hand side
+   has zero mean, while the true one has the flux through the edges over the
+   area: the potential of a uniform source, a dome, is missing. Its size is
+   judged from the mean of the right-hand side in the border strips, and
+   :data:`QC_FLUX_FRACTION` of the power of that dome is added to :math:`D`
+   (an unrotated skyrmion-lattice window, whose edges cut every cell alike,
+   has a dome three times the lattice's phase). A mirror or periodic boundary
+   on such an axis adds the spectrum of its difference from the free
+   solution. :math:`D` is ~0 for quiet edges; for windows it matches the true
+   error to about a factor of two (lattices, stripes, islands, the paper's
+   object), so the rule averages its expected correlation over the scalings
+   :data:`QC_BOUNDARY_SCALES` of :math:`D`.
 
 The signal power per bin is :math:`S = Z - N - D` where the data determine it
 (a confidence interval of :data:`QC_SIGNIFICANCE` standard errors, from the
@@ -157,8 +170,8 @@ noise, ``qc`` rises where the noise overtakes the signal.
 
 When it fails: (i) the stand-in for the unseen specimen is one guess; where it
 overestimates the boundary error at the lowest frequencies ``qc`` comes out
-too large (a window onto a field of random phase bumps: 0.73 against 0.84-0.88
-at the best ``qc``), where it underestimates it too small (a window only two
+too large (a window onto a field of random phase bumps: 0.68-0.71 against
+0.84-0.88 at the best ``qc``), where it underestimates it too small (a window only two
 or three periods of a texture wide: stripe domains in a 128 px window, 0.95
 against 0.99); (ii) at very low dose (about 10 e-/pixel) the lowest bins rest
 on a few noisy coefficients and ``qc`` can be off by a factor of about 3
@@ -181,14 +194,16 @@ with the truth) on windows cut from larger simulations, isolated specimens and
 periodic simulations of a skyrmion lattice, stripe domains, islands in vacuum
 and the AD-LTEM paper's object, from noise-free to 10 e-/pixel. Against the
 former defaults (mirror boundaries, ``qc`` floor for busy edges), 256 x 256 px,
-noise-free / 1000 e-/pixel: lattice window 0.65 / 0.64 -> 0.98 / 0.99;
-stripes window 0.89 / 0.89 -> 0.99 / 0.98; islands framed by vacuum
-0.97 / 0.93 -> 1.00 / 0.98; islands whose canvas is the frame 0.64 / 0.64 ->
-1.00 / 0.99; paper's object, window 0.56 / 0.56 -> 0.85 / 0.84. A plain
-periodic TIE (``qc = 1/(N p)``) does better only on periodic simulations, by
-at most 0.012 down to 100 e-/pixel, and at 10 e-/pixel where a periodic
-simulation is no longer recognised (islands on their canvas: 0.61 against
-0.52).
+noise-free / 1000 e-/pixel: skyrmion-lattice window 0.65 / 0.64 -> 0.99 /
+0.99 (unrotated and symmetric about the frame's centre: 0.52 / 0.51 -> 0.95 /
+0.95); stripes window 0.89 / 0.89 -> 0.99 / 0.99; islands crossing the frame
+0.82 / 0.82 -> 0.86 / 0.85; islands framed by vacuum 0.97 / 0.93 -> 1.00 /
+0.98; islands whose canvas is the frame 0.64 / 0.64 -> 1.00 / 0.99; the
+paper's object, window 0.56 / 0.56 -> 0.85 / 0.84, whole 0.93 / 0.89 -> 0.94 /
+0.92. A plain periodic TIE (``qc = 1/(N p)``) does better on periodic
+simulations of smooth textures (by up to 0.008), on the paper's object at
+100 e-/pixel (0.007) and at 10 e-/pixel where a periodic simulation is no
+longer recognised (islands on their canvas: 0.61 against 0.52).
 
 A uniform phase ramp (uniform in-plane induction across the whole frame)
 produces no TIE contrast and is never recovered, whatever the boundary.
@@ -233,6 +248,11 @@ QC_SURROGATE_STRIP = 0.125
 #: a factor of two; the default rule averages its expected correlation over
 #: these scalings of it.
 QC_BOUNDARY_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
+#: The net flux through busy edges is judged from the mean of the right-hand
+#: side in the border strips, which overestimates it (by 1.4-3 in amplitude on
+#: lattice and island windows); this fraction of the power of the potential of
+#: a uniform source of that mean enters the boundary error.
+QC_FLUX_FRACTION = 0.5
 #: Noise power of the solution per DCT coefficient of the window: white noise
 #: of the right-hand side gives ``1 / (q^2 + q0^2)^2`` with
 #: ``q0 = factor / (2 L)`` (``L`` the longest side, nm) -- the solution
@@ -579,6 +599,26 @@ def _fresnel_px(wavelength, defocus, pixel_size):
     return max(2, int(round(np.sqrt(wavelength * d) / min(pixel_size))))
 
 
+def _edge_activity(source, noise_sigma):
+    """Whether structure reaches the frame edges: the signal power (noise
+    subtracted) of the right-hand side in a border strip, relative to the
+    frame's, at least :data:`BOUNDARY_ACTIVITY` and significant. Returns
+    ``(active, fraction)``."""
+    h, w = source.shape
+    n2 = float(noise_sigma) ** 2 if np.isfinite(noise_sigma) else 0.0
+    src = source - source.mean()
+    b = max(1, int(round(QC_BOUNDARY_STRIP * min(h, w))))
+    border = np.ones((h, w), dtype=bool)
+    if 2 * b < min(h, w):
+        border[b:-b, b:-b] = False
+    edge = float(np.mean(src[border] ** 2)) - n2
+    frame = float(np.mean(src**2)) - n2
+    # the mean square of white noise over n pixels has a standard error N sqrt(2/n)
+    active = bool(edge > BOUNDARY_Z * n2 * np.sqrt(2.0 / border.sum())
+                  and frame > 0 and edge >= BOUNDARY_ACTIVITY * frame)
+    return active, (edge / frame if frame > 0 else 0.0)
+
+
 def _auto_boundary(images, source, noise_sigma, strip_px):
     """Boundary of each axis decided from the data (module docstring,
     "Boundary conditions"): ``("periodic" | "free", ...)`` and the test values.
@@ -589,16 +629,8 @@ def _auto_boundary(images, source, noise_sigma, strip_px):
     h, w = source.shape
     n2 = float(noise_sigma) ** 2
     src = source - source.mean()
-    b = max(1, int(round(QC_BOUNDARY_STRIP * min(h, w))))
-    border = np.ones((h, w), dtype=bool)
-    if 2 * b < min(h, w):
-        border[b:-b, b:-b] = False
-    edge = float(np.mean(src[border] ** 2)) - n2
-    frame = float(np.mean(src**2)) - n2
-    # the mean square of white noise over n pixels has a standard error N sqrt(2/n)
-    active = (edge > BOUNDARY_Z * n2 * np.sqrt(2.0 / border.sum())
-              and frame > 0 and edge >= BOUNDARY_ACTIVITY * frame)
-    info = {"edge_activity": edge / frame if frame > 0 else 0.0}
+    active, fraction = _edge_activity(source, noise_sigma)
+    info = {"edge_activity": fraction}
     if not active or min(h, w) < 8:
         return ("free", "free"), info
     modes = []
@@ -613,9 +645,9 @@ def _auto_boundary(images, source, noise_sigma, strip_px):
             wrap = wrap + (a[0] - a[-1]) ** 2
             near = near + 0.5 * ((a[0] - a[1]) ** 2 + (a[-1] - a[-2]) ** 2)
             unrel = unrel + a[0] ** 2 + a[-1] ** 2
-        contrast = float(np.mean(unrel) - np.mean(near))
         d = unrel - near
-        z = float(d.mean() / (d.std() / np.sqrt(d.size) + 1e-300))
+        contrast = float(np.mean(d))
+        z = float(contrast / (d.std() / np.sqrt(d.size) + 1e-300))
         s = float(np.mean(wrap - near) / (contrast + 1e-300))
         se = float(np.std(wrap - near) / np.sqrt(d.size) / (abs(contrast) + 1e-300))
         continuous = z > BOUNDARY_Z and s + 2.0 * se < BOUNDARY_CONTINUITY
@@ -631,6 +663,7 @@ def _auto_boundary(images, source, noise_sigma, strip_px):
         rho = float(np.mean(qa * qb) / np.sqrt(va * vb)) if (va > nv and vb > nv) else 0.0
         split = rho < BOUNDARY_SPLIT_RHO
         modes.append("periodic" if (continuous or split) else "free")
+        info[f"split_{name}"] = bool(split)
         info[f"continuity_{name}"] = s
         info[f"continuity_se_{name}"] = se
         info[f"continuity_z_{name}"] = z
@@ -748,6 +781,17 @@ def _default_qc(canvas, source, pixel_size, noise_sigma, strip, uncertain):
         free_modes = ["free" if u else m for m, u in zip(canvas.modes, uncertain)]
         outer = _Canvas(ext.shape, free_modes)
         err = spectrum(_poisson(outer, ext, None, pixel_size, 0.0)[inner])
+        # the net flux through busy edges, lost with the mean of the right-hand
+        # side (images normalised to unit mean), leaves the potential of a
+        # uniform source; its size is judged from the mean of the border strips
+        if _edge_activity(source, noise_sigma)[0]:
+            band = np.zeros((h, w), dtype=bool)
+            if uncertain[0]:
+                band[:strip] = band[-strip:] = True
+            if uncertain[1]:
+                band[:, :strip] = band[:, -strip:] = True
+            dome = _poisson(_Canvas((h, w), free_modes), np.ones((h, w)), None, pixel_size, 0.0)
+            err = err + QC_FLUX_FRACTION * spectrum(float(np.mean(source[band])) * dome)
         # a mirror or periodic boundary on an uncertain axis adds its own error,
         # its difference from the free solution
         if tuple(free_modes) != canvas.modes:
@@ -809,8 +853,11 @@ def _solve(source, intensity, images, pixel_size, wavelength, defocus, qc,
     canvas = _Canvas((h, w), modes)
     if qc is None:
         strip = max(1, int(round(QC_SURROGATE_STRIP * min(h, w))))
-        # only a boundary found periodic in the data is certain
-        uncertain = [not (boundary == "auto" and m == "periodic") for m in modes]
+        # only the two halves of a line source split by the wrap-around prove a
+        # boundary periodic (a window may look continuous across it by chance,
+        # e.g. a lattice symmetric about the centre of the frame)
+        uncertain = [not (tests is not None and tests.get(f"split_{n}", False))
+                     for n in ("y", "x")]
         qc = _default_qc(canvas, source, pixel_size, noise_sigma, strip, uncertain)
     phase = _poisson(canvas, source, intensity, pixel_size, qc)
     return phase, float(qc), modes, tests
