@@ -85,6 +85,55 @@ def check_finite(data, what="The signal"):
 
 
 
+# ------------------------------------------------------------ defocus sign
+#: Sign conventions of defocus values that ``set_defocus`` accepts, and the
+#: factor that turns a value in each into ours (positive = overfocus, the image
+#: propagated downstream of the specimen; see :ref:`conventions`).
+#:
+#: * ``"ours"``: hyperspy_lorentz, the microscope console, Velox.
+#: * ``"pylorentz"``: PyLorentz and the AD-LTEM paper's notebooks, whose
+#:   transfer function is ``exp(-i chi)`` with ``chi = -pi lambda df q^2 + ...``:
+#:   their image at ``+df`` is ours at ``-df`` (they label ``-df`` "under").
+#: * ``"kirkland"``: Kirkland's textbook form (same ``chi``; ``df > 0`` is
+#:   underfocus), e.g. multislice codes written after it.
+DEFOCUS_CONVENTIONS = {"ours": 1.0, "pylorentz": -1.0, "kirkland": -1.0}
+#: Metadata items recording a defocus given in another convention.
+DEFOCUS_CONVENTION_ITEM = LORENTZ_NODE + ".defocus_convention"
+DEFOCUS_AS_GIVEN_ITEM = LORENTZ_NODE + ".defocus_as_given_nm"
+
+
+def defocus_sign(convention):
+    """The factor (+1 or -1) from defocus values in ``convention`` to ours.
+
+    Parameters
+    ----------
+    convention : str
+        A key of ``DEFOCUS_CONVENTIONS`` (case and surrounding spaces are
+        ignored; ``"PyLorentz"`` is ``"pylorentz"``).
+
+    Returns
+    -------
+    convention : str
+        The normalised name.
+    sign : float
+        ``+1.0`` for ``"ours"``, ``-1.0`` for ``"pylorentz"`` and ``"kirkland"``.
+
+    Raises
+    ------
+    ValueError
+        For any other value, listing the conventions and what each means.
+    """
+    key = convention.strip().lower().replace("-", "").replace("_", "") if isinstance(convention, str) else None
+    if key in DEFOCUS_CONVENTIONS:
+        return key, DEFOCUS_CONVENTIONS[key]
+    raise ValueError(
+        f"Unknown defocus convention {convention!r}: use 'ours' (default; positive = "
+        "overfocus, as on the microscope console), 'pylorentz' (values of PyLorentz or the "
+        "AD-LTEM notebooks, whose image at +df is ours at -df) or 'kirkland' (Kirkland's "
+        "textbook sign, positive = underfocus)."
+    )
+
+
 # ------------------------------------------------------------------- numbers
 def as_number(name, value, unit, *, positive=False, non_negative=False, upper=None):
     """Check one scalar input and return it as a float in ``unit``.

@@ -133,14 +133,15 @@ class LorentzFocalSeries(Signal2D):
             return None
         return self.axes_manager.navigation_axes[idx]
 
-    def set_defocus(self, values=None, units="nm", axis=None):
+    def set_defocus(self, values=None, units="nm", axis=None, convention="ours"):
         """Set the defocus of each image, making the ``defocus`` navigation axis.
 
         Parameters
         ----------
         values : array-like or None
-            One defocus per image along ``axis``, positive for overfocus, in
-            ``units``; an element may also be a string with its own length unit
+            One defocus per image along ``axis``, in ``units``, with the sign of
+            ``convention`` (ours: positive for overfocus); an element may also be
+            a string with its own length unit
             (``"-1.6 mm"``). ``None`` reads them from the file the signal was
             loaded from (per-frame Velox metadata, known DM/TIFF tags, then the
             file names of a stack). A single image (no navigation axis) takes one
@@ -153,19 +154,34 @@ class LorentzFocalSeries(Signal2D):
             The navigation axis that runs through focus (index in natural order or
             name). ``None``: the axis already named ``defocus``, or the only
             navigation axis.
+        convention : {"ours", "pylorentz", "kirkland"}
+            The sign convention of ``values``. ``"ours"`` (default): positive for
+            overfocus, as on the microscope console. ``"pylorentz"``: values of
+            PyLorentz or of the AD-LTEM paper's notebooks, whose simulated image
+            at ``+df`` is ours at ``-df`` (PyLorentz labels its ``-df`` image
+            "under"); ``"kirkland"``: Kirkland's textbook sign (positive for
+            underfocus). Values in another convention are negated into ours, and
+            the convention and the values as given (nm) are recorded in
+            ``metadata.Acquisition_instrument.TEM.Lorentz.defocus_convention`` and
+            ``.defocus_as_given_nm``; see :ref:`conventions` for when it applies
+            (images *simulated* in that convention -- not micrographs, whose sign
+            is the console's).
 
         Raises
         ------
         ValueError
             If the number of values differs from the number of images, a value is
-            not a finite number, or the values repeat or are not monotonic. The
-            signal is left unchanged.
+            not a finite number, the values repeat or are not monotonic, or the
+            convention is unknown. The signal is left unchanged.
 
         Examples
         --------
         >>> s.set_defocus([-1.6, 0, 1.6], units="mm")  # doctest: +SKIP
         >>> s.inav[0].set_defocus(["-1.6 mm"])  # a single image  # doctest: +SKIP
+        >>> # PyLorentz's (im_un, im_in, im_ov) at (-200, 0, +200) um: ours (+200, 0, -200) um
+        >>> s.set_defocus([-200, 0, 200], units="um", convention="pylorentz")  # doctest: +SKIP
         """
+        convention, sign = _common.defocus_sign(convention)
         nav = self.axes_manager.navigation_axes
         # Find the axis first: nothing is modified until every check has passed.
         target = None
@@ -261,6 +277,8 @@ class LorentzFocalSeries(Signal2D):
                     f"order = {order.tolist()} (np.argsort of the values), then set the "
                     "sorted values."
                 )
+        given_nm = values_nm
+        values_nm = sign * values_nm + 0.0  # + 0.0: no -0.0 for an in-focus image
         defocus_axis = {
             "_type": "DataAxis",
             "name": _common.DEFOCUS_AXIS,
@@ -273,6 +291,14 @@ class LorentzFocalSeries(Signal2D):
         else:
             _common.replace_axis(self, target.index_in_array, defocus_axis)
         self._set_source("defocus", source)
+        if convention == "ours":
+            for item in (_common.DEFOCUS_CONVENTION_ITEM, _common.DEFOCUS_AS_GIVEN_ITEM):
+                if self.metadata.has_item(item):  # a record of an earlier call
+                    node, _, name = item.rpartition(".")
+                    delattr(self.metadata.get_item(node), name)
+        else:
+            self.metadata.set_item(_common.DEFOCUS_CONVENTION_ITEM, convention)
+            self.metadata.set_item(_common.DEFOCUS_AS_GIVEN_ITEM, np.array(given_nm, dtype=float))
 
     # -------------------------------------------------------------------- plot
     def plot(self, *args, **kwargs):
@@ -567,7 +593,61 @@ class LorentzFocalSeries(Signal2D):
                 "(the single-image AD)."
             )
         _check_defocus_scale(p, self.axes_manager.signal_shape[::-1])
+        self._check_contrast(p)
         return p
+
+    def _check_contrast(self, p):
+        """Warn where no defocused image holds contrast above its noise.
+
+        Every reconstruction passes here (through :meth:`_series_inputs`), so
+        that AD, TIE, SITIE, single-image AD and the flip/unflip paths all warn
+        alike; the measurement
+        (:func:`hyperspy_lorentz.reconstruction.contrast.defocus_contrast`) is
+        kept for the result's ``metadata.Signal.Reconstruction.defocus_contrast``.
+        Lazy signals are not checked: it would read every image twice.
+        """
+        import warnings
+
+        from hyperspy_lorentz.physics.optics import wavelength
+        from hyperspy_lorentz.reconstruction.contrast import contrast_warning, defocus_contrast
+        from hyperspy_lorentz.signals._series import _user_stacklevel, series_array
+
+        self.__dict__.pop("_contrast_record", None)
+        if self._lazy:
+            return
+        defocus = np.atleast_1d(np.asarray(p["defocus_nm"], dtype=float))
+        if self._defocus_axis(required=False) is not None:
+            data = series_array(self)
+        elif self.axes_manager.navigation_dimension == 0:
+            data = np.asarray(self.data)[None]  # a single image given defocus=
+        else:
+            return  # no defocus axis: the reconstruction itself says what to do
+        shape = data.shape[-2:]
+        outer = data.shape[:-3]
+        series = np.reshape(data, (-1,) + data.shape[-3:])
+        records = [defocus_contrast(one, defocus) for one in series]
+        flat = [not r["has_contrast"] for r in records]
+        if len(records) == 1:
+            self._contrast_record = records[0]
+        else:
+            self._contrast_record = {
+                "series": len(records),
+                "series_without_contrast": int(sum(flat)),
+                "largest_significance": np.reshape(
+                    [max(r["significance"]) for r in records], outer),
+                "threshold": records[0]["threshold"],
+            }
+        if not any(flat):
+            return
+        first = flat.index(True)
+        message = contrast_warning(records[first], p["pixel_size_nm"],
+                                   wavelength(p["beam_energy_kV"]), shape)
+        if len(records) > 1:
+            where = tuple(int(i) for i in np.unravel_index(first, outer))[::-1]
+            message = (f"{sum(flat)} of the {len(records)} focal series of this signal hold "
+                       f"no contrast above noise; the first, at navigation index "
+                       f"{where[0] if len(where) == 1 else where}: {message}")
+        warnings.warn(message, UserWarning, stacklevel=_user_stacklevel())
 
     def _wrap_result(self, data, cls_name, title, info, parameters, lazy_infos=None):
         """Make an ElectronPhase / complex signal from per-series results."""
@@ -595,6 +675,9 @@ class LorentzFocalSeries(Signal2D):
         recon = {k: v for k, v in parameters.items() if _is_plain(v)}
         if info is not None:
             recon.update({k: v for k, v in _series.merge_infos(info).items() if _is_plain(v)})
+        contrast = self.__dict__.pop("_contrast_record", None)
+        if contrast is not None:
+            recon["defocus_contrast"] = contrast
         signal_md["Reconstruction"] = recon
         out = cls(data, axes=axes, metadata=metadata, original_metadata=self.original_metadata.as_dictionary())
         if _is_dask(data) and cls_name != "ElectronPhase":

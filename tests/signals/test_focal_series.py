@@ -13,6 +13,11 @@ from hyperspy_lorentz.signals.focal_series import (
     LorentzFocalSeries,
 )
 
+# Most series here are uniform noise on purpose (their values do not matter to
+# what is tested); the no-contrast warning they give is tested in TestContrastCheck.
+NO_CONTRAST = "No defocused image of this focal series shows contrast above its noise"
+pytestmark = pytest.mark.filterwarnings(f"ignore:{NO_CONTRAST}:UserWarning")
+
 
 def _series(n=3, shape=(16, 16), nav_extra=None, seed=0):
     rng = np.random.default_rng(seed)
@@ -492,10 +497,234 @@ class TestDefocusPlausibility:
     def test_plausible_defocus_does_not_warn(self):
         import warnings
 
-        s = _calibrated()
+        s = _textured()
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             s.reconstruct_phase(method="tie", show_progressbar=False)
+
+
+def _textured(shape=(16, 16), defocus=DEFOCUS_NM, dose=1000.0, seed=0):
+    """A calibrated series of a 1 rad, 8-pixel-period phase texture, with Poisson noise."""
+    from hyperspy_lorentz.physics.forward import simulate_images
+
+    y, x = np.indices(shape, dtype=float)
+    phase = np.sin(2 * np.pi * x / 8) * np.sin(2 * np.pi * y / 8)
+    images = simulate_images(phase, None, list(defocus), 5.0, 200.0, padding=None, dtype=np.float64)
+    images = np.random.default_rng(seed).poisson(dose * images).astype(float)
+    s = hs.signals.Signal2D(images)
+    s.set_signal_type("lorentz_focal_series")
+    s.set_microscope_parameters(beam_energy=200, pixel_size=5)
+    s.set_defocus(list(defocus))
+    return s
+
+
+# ----------------------------------------------------------------------------
+# Defocus given in another sign convention (PyLorentz, Kirkland)
+# ----------------------------------------------------------------------------
+CONVENTION = "Acquisition_instrument.TEM.Lorentz.defocus_convention"
+AS_GIVEN = "Acquisition_instrument.TEM.Lorentz.defocus_as_given_nm"
+
+
+class TestDefocusConvention:
+    @pytest.mark.parametrize("convention", ["pylorentz", "PyLorentz", "kirkland", " Py-Lorentz "])
+    def test_other_conventions_are_negated_and_recorded(self, convention):
+        s = _series()
+        s.set_defocus([-200, 0, 200], units="um", convention=convention)
+        np.testing.assert_array_equal(s.axes_manager["defocus"].axis, [2e5, 0, -2e5])
+        assert not np.signbit(s.axes_manager["defocus"].axis[1])  # 0, not -0
+        key = convention.strip().lower().replace("-", "")
+        assert s.metadata.get_item(CONVENTION) == key
+        np.testing.assert_array_equal(s.metadata.get_item(AS_GIVEN), [-2e5, 0, 2e5])
+        p = s.get_microscope_parameters()
+        np.testing.assert_array_equal(p["defocus_nm"], [2e5, 0, -2e5])
+        assert p["sources"]["defocus_nm"] == "user"
+
+    def test_ours_is_the_default_and_clears_an_earlier_record(self):
+        s = _series()
+        s.set_defocus([-200, 0, 200], units="um")
+        assert not s.metadata.has_item(CONVENTION)
+        np.testing.assert_array_equal(s.axes_manager["defocus"].axis, [-2e5, 0, 2e5])
+        s.set_defocus([-200, 0, 200], units="um", convention="pylorentz")
+        s.set_defocus([-200, 0, 200], units="um", convention="ours")
+        np.testing.assert_array_equal(s.axes_manager["defocus"].axis, [-2e5, 0, 2e5])
+        assert not s.metadata.has_item(CONVENTION) and not s.metadata.has_item(AS_GIVEN)
+
+    def test_a_single_image_and_quantity_strings(self):
+        s = _image()
+        s.set_defocus(["-0.2 mm"], convention="pylorentz")
+        np.testing.assert_array_equal(s.axes_manager["defocus"].axis, [2e5])
+
+    @pytest.mark.parametrize("convention", ["theirs", "", None, 1, "under"])
+    def test_unknown_convention_raises_and_changes_nothing(self, convention):
+        s = _series()
+        s.set_defocus([-1, 0, 1], units="um")
+        snap = _snapshot(s)
+        with pytest.raises(ValueError, match=r"Unknown defocus convention.*'ours'.*'pylorentz'.*'kirkland'"):
+            s.set_defocus([-2, 0, 2], units="um", convention=convention)
+        _assert_unchanged(s, snap)
+
+    @pytest.mark.parametrize("ext", ["hspy", "zspy"])
+    def test_record_survives_save_and_load(self, tmp_path, ext):
+        s = _series()
+        s.set_defocus([-200, 0, 200], units="um", convention="pylorentz")
+        f = tmp_path / f"series.{ext}"
+        s.save(f)
+        back = hs.load(f)
+        assert back.metadata.get_item(CONVENTION) == "pylorentz"
+        np.testing.assert_array_equal(back.metadata.get_item(AS_GIVEN), [-2e5, 0, 2e5])
+        np.testing.assert_array_equal(back.axes_manager["defocus"].axis, [2e5, 0, -2e5])
+
+    def test_a_pylorentz_series_keeps_its_phase_sign(self):
+        """Images made by PyLorentz's transfer function at (-d, 0, +d) -- labelled under, in,
+        over there -- are ours at (+d, 0, -d) (tests/physics/test_sign_convention.py). With
+        convention='pylorentz' the TIE gives the true phase; read as ours, its negative."""
+        from hyperspy_lorentz.physics.forward import simulate_images
+        from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
+
+        shape, pixel, d = (64, 64), 5.0, 2e4
+        y, x = np.indices(shape, dtype=float)
+        phase = 0.8 * np.sin(2 * np.pi * x / 32) * np.sin(2 * np.pi * y / 16)
+        pylorentz_values = np.array([-d, 0.0, d])
+        images = simulate_images(phase, None, -pylorentz_values, pixel, 200.0, padding=None,
+                                 dtype=np.float64)
+        s = hs.signals.Signal2D(images)
+        s.set_signal_type("lorentz_focal_series")
+        s.set_microscope_parameters(beam_energy=200, pixel_size=pixel)
+
+        s.set_defocus(pylorentz_values, convention="pylorentz")
+        right = s.reconstruct_phase(method="tie", show_progressbar=False)
+        assert phase_accuracy(right.data, phase, border=4) > 0.95
+        s.set_defocus(pylorentz_values)  # the mistake: PyLorentz's numbers read as ours
+        wrong = s.reconstruct_phase(method="tie", show_progressbar=False)
+        assert phase_accuracy(wrong.data, phase, border=4) < -0.95
+
+
+# ----------------------------------------------------------------------------
+# No contrast above noise: a warning before every reconstruction
+# ----------------------------------------------------------------------------
+def _noise_series(shape=(128, 128), defocus=(-500.0, 0.0, 500.0), pixel=2.0, dose=200.0, seed=0):
+    """The README's old example: pure Poisson noise at +-500 nm, 2 nm pixels."""
+    rng = np.random.default_rng(seed)
+    s = hs.signals.Signal2D(rng.poisson(dose, size=(len(defocus),) + shape).astype(float))
+    s.set_signal_type("lorentz_focal_series")
+    s.set_microscope_parameters(beam_energy=200, pixel_size=pixel)
+    s.set_defocus(list(defocus))
+    return s
+
+
+@pytest.fixture(scope="module")
+def lattice():
+    from hyperspy_lorentz import data
+
+    return data.skyrmion_lattice(shape=(128, 128))
+
+
+README_CAUSE = (rf"{NO_CONTRAST}.*as Poisson noise at (1[89]\d|2[01]\d) electrons per pixel.*"
+                r"at \|defocus\| = 500 nm the Fresnel length sqrt\(lambda \|df\|\) is 1\.1 nm, "
+                r"less than one 2 nm pixel.*wrong unit \(um\?.*0\.05-2 mm")
+
+
+def _run(s, how):
+    """Start each reconstruction path (the check comes before any fitting)."""
+    kw = dict(show_progressbar=False)
+    if how == "tie":
+        return s.reconstruct_phase(method="tie", **kw)
+    if how == "sitie":
+        return s.inav[2:3].reconstruct_phase(method="sitie", **kw)
+    if how == "sitie_keyword":
+        return s.inav[2].reconstruct_phase(method="sitie", defocus=500.0, **kw)
+    if how == "ad":
+        return s.reconstruct_phase(method="ad", max_iterations=1, **kw)
+    if how == "ad_single":
+        return s.inav[2:3].reconstruct_phase(method="ad", max_iterations=1, **kw)
+    if how == "exit_wave":
+        return s.reconstruct_exit_wave(max_iterations=1, **kw)
+    if how == "flip":
+        flipped = _noise_series(s.data.shape[-2:], seed=1)
+        return s.reconstruct_phase(method="tie", flipped=flipped, **kw)
+    raise AssertionError(how)
+
+
+METHODS = ["tie", "sitie", "sitie_keyword", "ad", "ad_single", "exit_wave", "flip"]
+
+
+class TestContrastCheck:
+    @pytest.mark.parametrize("how", METHODS)
+    def test_noise_only_series_warns_with_the_cause_before_every_method(self, how):
+        import warnings
+
+        s = _noise_series()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # stop at the warning: no fit is run
+            with pytest.raises(UserWarning, match=README_CAUSE):
+                _run(s, how)
+
+    def test_the_warning_points_at_the_callers_line(self):
+        s = _noise_series()
+        with pytest.warns(UserWarning, match=NO_CONTRAST) as record:
+            s.reconstruct_phase(method="tie", show_progressbar=False)
+        assert any(Path(w.filename).resolve() == Path(__file__).resolve() for w in record)
+
+    def test_plausible_defocus_but_too_few_electrons_names_the_noise(self):
+        s = _noise_series(defocus=(-2e5, 0.0, 2e5), dose=3.0)
+        with pytest.warns(UserWarning, match=rf"{NO_CONTRAST}.*Likely cause: the noise.*rebin"):
+            s.reconstruct_phase(method="tie", show_progressbar=False)
+
+    @pytest.mark.parametrize("how", ["tie", "sitie"])
+    def test_series_with_contrast_does_not_warn_and_records_it(self, lattice, how):
+        import warnings
+
+        s = lattice.inav[4:5] if how == "sitie" else lattice
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            phase = s.reconstruct_phase(method=how, show_progressbar=False)
+        rec = phase.metadata.Signal.Reconstruction.defocus_contrast
+        assert rec.has_contrast is True
+        assert min(abs(v) for v in rec.significance if v) > 5 * rec.threshold
+        assert len(rec.defocus_nm) == (1 if how == "sitie" else 5)
+
+    def test_series_with_contrast_passes_the_check_of_the_ad_paths(self, lattice):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            lattice._series_inputs()
+            lattice.inav[4:5]._series_inputs(single_image=True)
+
+    def test_record_is_saved_with_the_result(self, lattice, tmp_path):
+        phase = lattice.reconstruct_phase(method="tie", show_progressbar=False)
+        phase.save(tmp_path / "phase.hspy")
+        rec = hs.load(tmp_path / "phase.hspy").metadata.Signal.Reconstruction.defocus_contrast
+        assert rec.has_contrast
+        np.testing.assert_allclose(rec.significance,
+                                   phase.metadata.Signal.Reconstruction.defocus_contrast.significance)
+
+    def test_noise_only_result_records_no_contrast(self):
+        s = _noise_series(shape=(64, 64))
+        with pytest.warns(UserWarning, match=NO_CONTRAST):
+            phase = s.reconstruct_phase(method="tie", show_progressbar=False)
+        assert phase.metadata.Signal.Reconstruction.defocus_contrast.has_contrast is False
+
+    def test_several_series_name_those_without_contrast(self, lattice):
+        sub = lattice.inav[::2]  # -300, 0, +300 um
+        flat = _noise_series(defocus=tuple(sub.axes_manager["defocus"].axis), pixel=2.5, dose=100.0)
+        both = hs.stack([sub, flat], new_axis_name="field")
+        both.set_signal_type("lorentz_focal_series")
+        with pytest.warns(UserWarning, match=r"1 of the 2 focal series of this signal hold no contrast "
+                                             r"above noise; the first, at navigation index 1"):
+            phase = both.reconstruct_phase(method="tie", show_progressbar=False)
+        rec = phase.metadata.Signal.Reconstruction.defocus_contrast
+        assert rec.series == 2 and rec.series_without_contrast == 1
+        assert rec.largest_significance[0] > 5 * rec.threshold > rec.largest_significance[1]
+
+    def test_lazy_series_are_not_read_for_the_check(self):
+        import warnings
+
+        s = _noise_series(shape=(64, 64)).as_lazy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            phase = s.reconstruct_phase(method="tie", lazy_output=False, show_progressbar=False)
+        assert not phase.metadata.Signal.Reconstruction.has_item("defocus_contrast")
 
 
 # ----------------------------------------------------------------------------
