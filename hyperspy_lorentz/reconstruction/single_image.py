@@ -135,6 +135,7 @@ from hyperspy_lorentz.reconstruction._torch_common import (
     _tv,
 )
 from hyperspy_lorentz.reconstruction.ad import ADResult
+from hyperspy_lorentz.reconstruction.canvas import ENVELOPE_CUTOFF, free_border
 from hyperspy_lorentz.reconstruction.tie import estimate_noise, sitie_phase
 
 __all__ = [
@@ -160,8 +161,6 @@ GRADIENT_FLOOR = 1e-4
 #: Gaussian amplitudes): phase components transferred with
 #: ``sin^2(chi) E^2 < ~alpha`` are set by it (to zero) instead of drifting.
 PHASE_RIDGE = 1e-3
-#: The free border extends to where the coherence envelope falls below this.
-ENVELOPE_CUTOFF = 1e-2
 #: Floor of the Fourier preconditioner, relative to its largest curvature.
 PRECONDITIONER_FLOOR = 1e-6
 #: Default Adam learning rate, whitened units.
@@ -261,20 +260,9 @@ def canvas_padding(shape, pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01
     (int, int)
         ``(py, px)``: pixels added above and below, left and right.
     """
-    h, w = (int(s) for s in shape)
-    pix = optics._check_pixel_size(pixel_size)
-    lam = optics.wavelength(beam_energy)
-    out = []
-    for n, p in ((h, pix[0]), (w, pix[1])):
-        q_nyq = 0.5 / p
-        q = torch.linspace(0.0, q_nyq, 2049, dtype=torch.float64)
-        env = optics.coherence_envelope(q, torch.zeros_like(q), lam, float(defocus), cs,
-                                        theta_c, defocus_spread)
-        below = torch.nonzero(env < ENVELOPE_CUTOFF)
-        q_max = float(q[below[0, 0]]) if below.numel() else q_nyq
-        spread = lam * abs(defocus) * q_max / p
-        out.append(int(min(max(math.ceil(spread), 4), max(max(h, w) // 2, 4))))
-    return tuple(out)
+    # one implementation of the border for every AD solver (reconstruction/canvas.py)
+    return free_border(shape, pixel_size, beam_energy, float(defocus), cs, theta_c,
+                       defocus_spread)
 
 
 def _preconditioner(shape, pixel, wavelength, df, cs, theta_c, spread, *, weight, coverage,
