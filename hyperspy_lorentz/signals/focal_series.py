@@ -965,12 +965,29 @@ class _NotAFocalSeries(BaseSignal):
     These classes, registered in ``hyperspy_extension.yaml`` for those data,
     raise a ValueError that says what to do instead, and put the signal back
     to its generic class first.
+
+    A result *derived* from a focal series that is complex or 1-D (``s.fft()``,
+    a line profile ``s.isig[:, 5]``, ``s.sum(-1)``, ``s.T``) inherits the
+    signal type too; it is not refused but quietly becomes the generic
+    signal (``ComplexSignal2D``, ``Signal1D``) with no signal type, as it was
+    before these classes were registered.
     """
 
     _signal_type = "lorentz_focal_series"
 
     def __init__(self, *args, **kwargs):
         have_data = "_data" in self.__dict__ or "data" in self.__dict__
+        if have_data and not _called_from_set_signal_type():
+            # a derived result (fft, line profile, ...): the generic class, untyped
+            from hyperspy.io import assign_signal_subclass
+
+            self.metadata.set_item("Signal.signal_type", "")
+            self.__class__ = assign_signal_subclass(
+                dtype=self.data.dtype, signal_dimension=self.axes_manager.signal_dimension,
+                signal_type="", lazy=self._lazy,
+            )
+            self.__init__(*args, **kwargs)
+            return
         if have_data:
             dtype = np.asarray(self.data[(0,) * self.data.ndim] if self.data.ndim else self.data).dtype
             dims = self.axes_manager.signal_dimension
@@ -987,6 +1004,21 @@ class _NotAFocalSeries(BaseSignal):
                 dtype=self.data.dtype, signal_dimension=dims, signal_type="", lazy=self._lazy
             )
         raise ValueError(message)
+
+
+def _called_from_set_signal_type():
+    """True when ``BaseSignal.set_signal_type`` is among the calling frames."""
+    import sys
+
+    code = BaseSignal.set_signal_type.__code__
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            return False
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _not_a_focal_series_message(dtype, signal_dimension):

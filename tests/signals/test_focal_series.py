@@ -788,12 +788,45 @@ class TestNotAFocalSeries:
         t.set_signal_type("lorentz_focal_series")
         assert isinstance(t, LorentzFocalSeries)
 
-    def test_registered_by_the_extension_yaml(self):
+    @pytest.mark.parametrize("name, dtype, dim, lazy", _REFUSING)
+    def test_registered_by_the_extension_yaml(self, name, dtype, dim, lazy):
+        """Without the fixture: hyperspy_extension.yaml itself registers each class."""
         from hyperspy.extensions import ALL_EXTENSIONS
 
-        missing = [name for name, *_ in _REFUSING if name not in ALL_EXTENSIONS["signals"]]
-        if missing:
-            pytest.skip(f"hyperspy_extension.yaml does not register {missing} yet")
-        s = hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex))
-        with pytest.raises(ValueError, match="complex"):
-            s.set_signal_type("lorentz_focal_series")
+        entry = ALL_EXTENSIONS["signals"][name]
+        assert entry["signal_type"] == "lorentz_focal_series"
+        assert set(entry["signal_type_aliases"]) == {"focal_series", "LTEM"}
+        assert (entry["dtype"], entry["signal_dimension"], entry["lazy"]) == (dtype, dim, lazy)
+        assert entry["module"] == "hyperspy_lorentz.signals.focal_series"
+        if dtype == "complex":
+            s, match = hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex)), "complex"
+        else:
+            s, match = hs.signals.Signal1D(np.ones((3, 16))), "stack of 2-D images"
+        if lazy:
+            s = s.as_lazy()
+        cls = type(s)
+        for alias in ("lorentz_focal_series", "focal_series", "LTEM"):
+            with pytest.raises(ValueError, match=match):
+                s.set_signal_type(alias)
+            assert type(s) is cls and s.metadata.Signal.signal_type == ""
+
+    @pytest.mark.parametrize("lazy", [False, True])
+    @pytest.mark.parametrize(
+        "derive, expected",
+        [
+            (lambda s: s.fft(), "ComplexSignal2D"),
+            (lambda s: s.isig[:, 5], "Signal1D"),
+            (lambda s: s.sum(-1), "Signal1D"),
+            (lambda s: s.T, "Signal1D"),
+            (lambda s: s.change_dtype(complex) or s, "ComplexSignal2D"),
+        ],
+    )
+    def test_derived_results_are_generic_not_refused(self, derive, expected, lazy):
+        """fft, line profiles and sums of a focal series become untyped generic signals."""
+        s = LorentzFocalSeries(np.random.default_rng(0).random((3, 16, 16)))
+        if lazy:
+            s = s.as_lazy()
+            expected = "Lazy" + expected
+        r = derive(s)
+        assert type(r).__name__ == expected
+        assert r.metadata.Signal.signal_type == ""
