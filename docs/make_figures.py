@@ -117,7 +117,9 @@ def focal_series_figure():
     from hyperspy_lorentz.physics import magnetisation, textures
 
     # A field of view of 4 x 2 rectangular cells (a x sqrt(3) a) of the lattice,
-    # so that the continuous film is periodic and the FFTs see no edges.
+    # so that the continuous film is periodic and the FFTs see no edges;
+    # padding="periodic" propagates it as such (the default, "edge", would
+    # treat the frame as a window and add fringes at its borders).
     period_px, pixel = 56, 3.0  # pixels, nm
     shape = (round(2 * np.sqrt(3) * period_px), 4 * period_px)  # (194, 224)
     ms, thickness = 3.8e5, 40.0  # A/m, nm
@@ -134,6 +136,7 @@ def focal_series_figure():
         cs=CS,
         theta_c=THETA_C,
         defocus_spread=DEFOCUS_SPREAD,
+        padding="periodic",
     )
     images = s.data
     extent = [0, shape[1] * pixel / 1000, shape[0] * pixel / 1000, 0]  # µm

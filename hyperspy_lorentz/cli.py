@@ -362,11 +362,24 @@ def _set_calibrations(s, args):
     axis = args.defocus_axis
     if axis is not None and axis.lstrip("-").isdigit():
         axis = int(axis)
+    convention = getattr(args, "convention", "ours") or "ours"
     try:
         if args.defocus:
-            s.set_defocus(args.defocus, units=args.defocus_units, axis=axis)
+            s.set_defocus(args.defocus, units=args.defocus_units, axis=axis, convention=convention)
         elif s._defocus_axis(required=False) is None:
-            s.set_defocus(axis=axis)
+            s.set_defocus(axis=axis, convention=convention)
+        elif convention != "ours":
+            # a defocus axis read with the files (e.g. .hspy): its values are in `convention`
+            from hyperspy_lorentz.signals._common import DEFOCUS_CONVENTION_ITEM
+
+            if s.metadata.has_item(DEFOCUS_CONVENTION_ITEM):
+                raise CLIError(
+                    "the files' defocus axis was already converted from the "
+                    f"{s.metadata.get_item(DEFOCUS_CONVENTION_ITEM)!r} convention into ours "
+                    f"(positive for overfocus); drop --convention {convention}")
+            d = s.axes_manager["defocus"]
+            s.set_defocus(np.asarray(d.axis), units=d.units or "nm", axis="defocus",
+                          convention=convention)
     except ValueError as exc:
         text = str(exc)
         if "No defocus values were found" in text:
@@ -597,7 +610,7 @@ def build_parser():
     demo = sub.add_parser("demo", help="simulate a skyrmion-lattice focal series and reconstruct it")
     demo.add_argument("--output", default="hyperspy_lorentz_demo", help="output folder")
     demo.add_argument("--size", type=int, default=192,
-                      help="about the image size in pixels (default 192; rounded to whole lattice cells)")
+                      help="image size in pixels (default 192: a 192 x 192 window onto the lattice)")
     demo.add_argument("--dose", type=float, default=_DEMO_DOSE,
                       help=f"electrons per pixel (default {_DEMO_DOSE:g})")
     demo.add_argument("--threads", type=int, default=1,
@@ -620,6 +633,11 @@ def build_parser():
                      help="defocus of each image, positive for overfocus (see --defocus-units); "
                           "default: read from the files")
     rec.add_argument("--defocus-units", default="nm", help="unit of --defocus: nm (default), um or mm")
+    rec.add_argument("--convention", choices=("ours", "pylorentz", "kirkland"), default="ours",
+                     help="sign convention of the defocus values (given or read from the files): "
+                          "ours (default; positive for overfocus, as on the microscope), pylorentz "
+                          "(series simulated with PyLorentz or the AD-LTEM notebooks) or kirkland "
+                          "(positive for underfocus); the last two are negated into ours")
     rec.add_argument("--defocus-axis", metavar="NAME_OR_INDEX",
                      help="the navigation axis that runs through focus, where a stack has several")
     rec.add_argument("--method", choices=("ad", "tie"), default="ad", help="ad (default) or tie")

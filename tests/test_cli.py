@@ -136,6 +136,40 @@ def test_defocus_on_the_command_line(files, tmp_path, capsys):
     assert "defocus -800, 0, 800 nm" in stdout
 
 
+def test_convention_negates_defocus_into_ours(files, series, tmp_path, capsys):
+    """--convention pylorentz/kirkland: labels of the other sign give our reconstruction."""
+    expected = series.reconstruct_phase(method="tie", show_progressbar=False).data
+    # the same images, labelled as PyLorentz would: +0.8 um for our -0.8 um
+    out = tmp_path / "given"
+    code, stdout, err = _run(["reconstruct", *files["singles"], "--defocus", "0.8", "0", "-0.8",
+                              "--defocus-units", "um", "--convention", "pylorentz", "--method", "tie",
+                              "--output", out, "--quiet"], capsys)
+    assert code == 0, err
+    assert "defocus -800, 0, 800 nm" in stdout
+    phase = hs.load(out / "phase.hspy")
+    np.testing.assert_allclose(phase.data, expected, atol=1e-6)
+    # a defocus axis stored in the file in Kirkland's sign (positive for underfocus)
+    kirk = series.deepcopy()
+    kirk.axes_manager["defocus"].axis = -np.asarray(series.axes_manager["defocus"].axis)
+    path = tmp_path / "kirkland.hspy"
+    kirk.save(path, show_progressbar=False)
+    out = tmp_path / "from_file"
+    code, stdout, err = _run(["reconstruct", path, "--convention", "kirkland", "--method", "tie",
+                              "--output", out, "--quiet"], capsys)
+    assert code == 0, err
+    assert "defocus -800, 0, 800 nm" in stdout
+    np.testing.assert_allclose(hs.load(out / "phase.hspy").data, expected, atol=1e-6)
+    # without --convention the sign is ours: the same labels give the opposite phase
+    out = tmp_path / "ours"
+    code, _, err = _run(["reconstruct", *files["singles"], "--defocus", "0.8", "0", "-0.8",
+                         "--defocus-units", "um", "--method", "tie", "--output", out, "--quiet"], capsys)
+    assert code == 0, err
+    assert np.corrcoef(hs.load(out / "phase.hspy").data.ravel(), expected.ravel())[0, 1] < -0.9
+    with pytest.raises(SystemExit) as info:
+        main(["reconstruct", str(files["series"]), "--convention", "dunno", "--output", str(out)])
+    assert info.value.code == 2 and "pylorentz" in capsys.readouterr().err
+
+
 def test_files_of_mixed_sizes(files, tmp_path, capsys):
     out = tmp_path / "result"
     code, _, err = _run(["reconstruct", files["singles"][0], files["big"], "--output", out], capsys)

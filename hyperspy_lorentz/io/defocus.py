@@ -125,7 +125,7 @@ _DEFOCUS_RE = re.compile(
 
 _INFOCUS_RE = re.compile(r"(?<![A-Za-z])in[-_ ]?focus(?:ed)?(?![A-Za-z])", re.IGNORECASE)
 
-#: Largest |defocus| any reader accepts, nm: 1 m, longer than a microscope column.
+#: Largest ``|defocus|`` any reader accepts, nm: 1 m, longer than a microscope column.
 MAX_DEFOCUS_NM = 1e9
 _FIX = "Set the defocus explicitly: s.set_defocus([...], units='nm')."
 # A decimal number as vendors write it; float() also takes '1_0', 'nan', 'infinity'.

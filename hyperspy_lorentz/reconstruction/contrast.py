@@ -51,7 +51,7 @@ __all__ = ["defocus_contrast", "contrast_warning", "DEFAULT_THRESHOLD"]
 
 #: Standard errors by which an image's contrast must exceed zero to count.
 DEFAULT_THRESHOLD = 5.0
-#: Range of |defocus| used in Lorentz TEM, nm, quoted by the warning.
+#: Range of ``|defocus|`` used in Lorentz TEM, nm, quoted by the warning.
 LTEM_DEFOCUS_RANGE_NM = (5e4, 2e6)
 #: Texture period, nm, at which the warning quotes the expected contrast.
 REFERENCE_PERIOD_NM = 100.0
