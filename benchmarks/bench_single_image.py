@@ -227,7 +227,7 @@ def table(args):
 
 def scan(args):
     """Accuracy and slope of single-image AD against its prior constants."""
-    keep = (single_image.TV_RATE, single_image.TV_EPSILON_FRACTION, single_image.PHASE_RIDGE)
+    keep = (single_image.TV_RATE, single_image.TV_EPSILON_FRACTION, single_image.PHASE_VARIANCE)
     print(f"film {args.thickness:g} nm, {args.size} px, seeds {args.seeds}")
     print(f"{'dose':>6} {'ridge':>7} {'rate':>6} {'eps/g':>6} {'accuracy':>9} {'slope':>7}")
     try:
@@ -238,10 +238,10 @@ def scan(args):
                                         thickness=args.thickness)
                 rng = np.random.default_rng(1000 + seed)
                 data.append((truth, rng.poisson(clean * dose).astype(float)))
-            for ridge in (3e-4, 1e-3, 3e-3):
+            for ridge in (1.0, 4.0, 16.0):  # PHASE_VARIANCE, rad^2
                 for rate in (0.2, 0.4, 0.8):
                     for frac in (0.6, 1.2):
-                        single_image.PHASE_RIDGE = ridge
+                        single_image.PHASE_VARIANCE = ridge
                         single_image.TV_RATE = rate
                         single_image.TV_EPSILON_FRACTION = frac
                         r = np.array([(phase_accuracy(p, t, border=BORDER), slope(p, t))
@@ -251,7 +251,7 @@ def scan(args):
                               f"{r[:, 0].mean():>9.4f} {r[:, 1].mean():>7.3f}", flush=True)
     finally:
         (single_image.TV_RATE, single_image.TV_EPSILON_FRACTION,
-         single_image.PHASE_RIDGE) = keep
+         single_image.PHASE_VARIANCE) = keep
 
 
 def main(argv=None):
@@ -265,7 +265,7 @@ def main(argv=None):
     p.add_argument("--dip", action="store_true", help="also run the deep image prior")
     p.add_argument("--dip-iterations", type=int, default=1500)
     p.add_argument("--scan", action="store_true",
-                   help="scan TV_RATE, TV_EPSILON_FRACTION and PHASE_RIDGE")
+                   help="scan TV_RATE, TV_EPSILON_FRACTION and PHASE_VARIANCE")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
