@@ -244,10 +244,11 @@ def test_islands_in_vacuum_at_1000_electrons_per_pixel():
     """Spin-ice-like permalloy islands in vacuum (hyperspy_lorentz.data, 128 px,
     1000 e-/px, +0.25 mm image): strong electrostatic phase steps (2.7 rad) on
     a flat vacuum. A ridge scaled with the dose (the old rule, prior variance
-    1/(8e-3 dose)) pinned the island plateaus: 0.745; the dose-independent prior
-    variance and the learning-rate restarts give 0.967 (noise seeds 0, 1: 0.967,
-    0.969). The truth is the total phase (a pure phase object: one image
-    retrieves the total phase)."""
+    1/(8e-3 dose)) pinned the island plateaus: 0.745 (seed 1: 0.748); the
+    dose-independent prior variance, the learning-rate restarts and 1000
+    iterations give 0.985 (seed 1: 0.987; 0.967 at 500 iterations). The truth is
+    the total phase (a pure phase object: one image retrieves the total
+    phase)."""
     from hyperspy_lorentz import data
     from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
 
@@ -260,4 +261,4 @@ def test_islands_in_vacuum_at_1000_electrons_per_pixel():
         beam_energy=p["beam_energy_kV"], cs=p["cs_mm"], theta_c=p["theta_c_mrad"],
         defocus_spread=p["defocus_spread_nm"], seed=0)
     assert df == 250e3
-    assert phase_accuracy(res.phase, s.metadata.Simulation.phase) >= 0.93
+    assert phase_accuracy(res.phase, s.metadata.Simulation.phase) >= 0.95
