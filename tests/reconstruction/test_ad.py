@@ -1,4 +1,4 @@
-"""Tests of the AD focal-series phase retrieval kernel (reconstruction/ad.py)."""
+"""Tests of the AD focal-series phase retrieval kernel (reconstruction/ad/)."""
 
 import json
 import math
@@ -457,7 +457,8 @@ def test_estimate_memory_scales():
 
 def test_memory_check_raises_before_allocating(small_series, monkeypatch):
     images, df = small_series
-    monkeypatch.setattr(ad_mod, "_available_memory", lambda device: (1000, "available RAM"))
+    # patched where _check_memory looks it up
+    monkeypatch.setattr(ad_mod.memory, "_available_memory", lambda device: (1000, "available RAM"))
     with pytest.raises(ValueError, match=r"(?s)memory.*crop.*bin.*GPU"):
         reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV)
 

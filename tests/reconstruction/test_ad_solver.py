@@ -109,9 +109,10 @@ def test_memory_estimate_scales_with_problem_size():
 
 
 def test_problem_too_large_for_memory_is_refused(clean, monkeypatch):
-    import hyperspy_lorentz.reconstruction.ad as ad
+    import hyperspy_lorentz.reconstruction.ad.memory as ad_memory
 
-    # A machine with 1 MiB free: the estimate must refuse before allocating.
-    monkeypatch.setattr(ad, "_available_memory", lambda device: (2**20, "available RAM"))
+    # A machine with 1 MiB free: the estimate must refuse before allocating (patched
+    # where _check_memory looks it up).
+    monkeypatch.setattr(ad_memory, "_available_memory", lambda device: (2**20, "available RAM"))
     with pytest.raises(ValueError, match=r"Not enough memory.*crop.*rebin"):
         reconstruct_ad(clean, DEFOCUS, **KW, max_iterations=1)
