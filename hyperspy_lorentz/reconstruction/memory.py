@@ -8,7 +8,7 @@ minus ``VmRSS`` just before it, the input images already in memory) on CPU. The
 AD estimate *is* the kernel's own,
 :func:`hyperspy_lorentz.reconstruction.ad.estimate_memory` (one formula, with the
 padded grid of :class:`~hyperspy_lorentz.physics.forward.ForwardModel`; its
-coefficients :data:`~hyperspy_lorentz.reconstruction.ad.MEMORY_COEFFICIENTS`
+coefficients :data:`~hyperspy_lorentz.reconstruction.ad.memory.MEMORY_COEFFICIENTS`
 are re-measured by ``benchmarks/bench_ad.py --memory-only``), and the TIE's is
 measured below (``benchmarks/bench_scale.py --memory-table``).
 Estimates include a 20 % margin: they tell a reconstruction that will fit from
@@ -61,7 +61,7 @@ def estimate_memory(shape, n_images, method, refine=None, dtype="float32", paddi
         AD: the parameters refined (``"amplitude"``, ``"defocus"``, ``"shifts"``,
         ``"theta_c"``, ``"astigmatism"``, ``"scale"``). ``None`` (default): those
         :func:`~hyperspy_lorentz.reconstruction.ad.reconstruct_ad` refines by
-        default (:data:`~hyperspy_lorentz.reconstruction.ad.DEFAULT_REFINE`);
+        default (:data:`~hyperspy_lorentz.reconstruction.ad.inputs.DEFAULT_REFINE`);
         ``()``: none. Refining optical parameters keeps the image spectra for
         their gradients and runs the bootstrap bias correction.
     dtype : str or numpy dtype

@@ -24,10 +24,10 @@ The exit wave is ``exp(i phi)`` (uniform amplitude). The phase lives on a
 outside it): the canvas is propagated with periodic boundaries and the model
 image is the central ``H x W`` window, divided by its mean. ``pad`` is the
 Fresnel spread ``lambda |df| q_max`` (``q_max`` where the coherence envelope
-falls to :data:`ENVELOPE_CUTOFF`, at most the Nyquist frequency), in pixels,
-capped at half the image size. Mean-normalising the model profiles out the
-unknown intensity scale (for Poisson data this is exactly its maximum-likelihood
-value).
+falls to :data:`~hyperspy_lorentz.reconstruction.canvas.ENVELOPE_CUTOFF`, at most
+the Nyquist frequency), in pixels, capped at half the image size.
+Mean-normalising the model profiles out the unknown intensity scale (for
+Poisson data this is exactly its maximum-likelihood value).
 
 Objective
 ---------
@@ -236,6 +236,7 @@ PHASE_VARIANCE = 4.0
 #: rate times :data:`LR_DECAY_FACTOR`, at most :data:`LR_DECAYS` times, before it
 #: counts as converged.
 LR_DECAYS = 3
+#: Factor applied to the learning rate at each restart (see :data:`LR_DECAYS`).
 LR_DECAY_FACTOR = 0.3
 #: Floor of the Fourier preconditioner, relative to its largest curvature.
 PRECONDITIONER_FLOOR = 1e-6
@@ -315,8 +316,8 @@ def canvas_padding(shape, pixel_size, beam_energy, defocus, cs=1.0, theta_c=0.01
 
     The Fresnel spread ``lambda |df| q_max`` in pixels (rounded up), with
     ``q_max`` the spatial frequency at which the coherence envelope falls to
-    :data:`ENVELOPE_CUTOFF` (at most the Nyquist frequency), capped at half the
-    larger image side; at least 4.
+    :data:`~hyperspy_lorentz.reconstruction.canvas.ENVELOPE_CUTOFF` (at most the
+    Nyquist frequency), capped at half the larger image side; at least 4.
 
     Parameters
     ----------
