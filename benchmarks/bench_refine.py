@@ -52,19 +52,22 @@ Columns (per dose and case, over the seeds):
     coverage: the fraction of (seed, image) whose true defocus lies within +-2 SE
     of the fitted one (about 0.95 for honest Gaussian errors);
 ``shift px``
-    the largest shift error, px (Euclidean), over seeds and images, the truth
-    taken relative to the reported reference image
-    (``res.parameters["reference_image"]``: the fitted shifts are relative to
-    it); ``shift cov``: as ``cov 2SE`` for each shift component;
+    the largest shift error, px (Euclidean), over seeds and the images of the
+    shift reference (``res.parameters["shift_reference"]``: the images with
+    contrast; the fitted shifts are relative to their mean, and so is the
+    truth here; the other images keep 0 and are not identifiable);
+    ``shift cov``: as ``cov 2SE`` for each shift component of those images;
+    where a defocus mode is reported not identifiable (``"defocus scale"``,
+    ``"defocus offset"``), the fit holds it at the nominal value, and the
+    defocus errors are taken against the truth moved to that value;
 ``df* %``, ``off nm``, ``shift* px``
     the same errors with the gauge-like parts removed: ``df*`` after
     subtracting each fit's common defocus offset (the mean error over its
     images; ``off nm``, the largest over seeds, is that offset -- with the
     amplitude refined, a common defocus offset is nearly a change of the plane
     of the exit wave, which the data alone do not fix), ``shift*`` after
-    subtracting each fit's common translation of the non-reference images
-    (fixed only by the reference image, which has little contrast near
-    focus);
+    subtracting each fit's error that grows with the defocus (a beam tilt,
+    which a phase ramp mimics: ``"shift tilt"``);
 ``acc``
     mean phase accuracy (:func:`~hyperspy_lorentz.reconstruction.metrics.phase_accuracy`);
 ``not ident.``
@@ -158,34 +161,42 @@ def score(res, true_df, true_shifts, truth_phase):
     from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
 
     true_df = np.asarray(true_df, float)
-    ref = int(res.parameters["reference_image"])
-    err = res.defocus - true_df
+    refs = list(res.parameters["shift_reference"])
     denom = np.where(true_df != 0, np.abs(true_df), np.abs(true_df).max())
+    held = [m for m in ("scale", "offset") if f"defocus {m}" in res.not_identifiable]
+    if held:
+        # a mode held at its nominal value: compare with the truth moved to it
+        from hyperspy_lorentz.reconstruction.ad.modes import mode_coefficients, mode_design
+
+        t = mode_coefficients(true_df, np.asarray(res.parameters["defocus"], float) - true_df)
+        t = t * np.array([m in held for m in ("scale", "offset")], float)
+        true_df = true_df + mode_design(true_df) @ t
+    err = res.defocus - true_df
     se = np.asarray(res.standard_errors.get("defocus", np.full(len(true_df), np.nan)), float)
-    rel_shifts = true_shifts - true_shifts[ref]
+    rel_shifts = true_shifts - true_shifts[refs].mean(axis=0)
     serr = res.shifts - rel_shifts
     sse = np.asarray(res.standard_errors.get("shifts", np.full(rel_shifts.shape, np.nan)), float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.abs(err) / se
         zs = np.abs(serr) / sse
-    # the gauge-free parts: a common defocus offset (with the amplitude refined, a
-    # change of the exit-wave plane) and a common translation of all the images
-    # relative to the reference (set by the reference image alone, which has
-    # little contrast near focus) removed
-    others = [k for k in range(len(true_df)) if k != ref]
+    # the gauge-like parts: a common defocus offset (with the amplitude refined,
+    # nearly a change of the exit-wave plane) and a drift error that grows with
+    # the defocus (a beam tilt, which a phase ramp mimics) removed
     offset = err.mean()
-    translation = serr[others].mean(axis=0) if others else np.zeros(2)
-    serr_free = serr[others] - translation
+    lever = true_df[refs] - true_df[refs].mean()
+    translation = ((lever[:, None] * serr[refs]).sum(axis=0) / (lever**2).sum()
+                   if np.any(lever) else np.zeros(2))  # tilt, px / nm
+    serr_free = serr[refs] - np.outer(lever, translation)
     return dict(
         defocus_fit=res.defocus.tolist(), defocus_true=true_df.tolist(), defocus_error_nm=err.tolist(),
         defocus_error_pct=(100 * np.abs(err) / denom).tolist(), defocus_se_nm=se.tolist(),
         z=z.tolist(), covered=(z <= 2).tolist(),
-        reference_image=ref, shifts_fit=res.shifts.tolist(), shifts_true_relative=rel_shifts.tolist(),
-        shift_error_px=np.hypot(serr[:, 0], serr[:, 1]).tolist(), shift_se_px=sse.tolist(),
+        shift_reference=refs, shifts_fit=res.shifts.tolist(), shifts_true_relative=rel_shifts.tolist(),
+        shift_error_px=np.hypot(serr[refs, 0], serr[refs, 1]).tolist(), shift_se_px=sse.tolist(),
         shift_covered=(zs <= 2).tolist(),
         defocus_offset_nm=float(offset),
         defocus_error_free_pct=(100 * np.abs(err - offset) / denom).tolist(),
-        shift_translation_px=translation.tolist(),
+        shift_tilt_px_per_um=(1e3 * translation).tolist(),
         shift_error_free_px=np.hypot(serr_free[:, 0], serr_free[:, 1]).tolist(),
         accuracy=float(phase_accuracy(res.phase, truth_phase)),
         not_identifiable=list(res.not_identifiable), iterations=int(res.iterations),
@@ -200,9 +211,9 @@ def summarise(fits):
     ses = np.array([f["defocus_se_nm"] for f in fits])
     z = np.array([f["z"] for f in fits], dtype=float)
     worst = np.unravel_index(np.argmax(pct), pct.shape)
-    # the reference image's shift is 0 by construction (no error, no SE): not counted
+    # images outside the shift reference keep 0 (not identifiable): not counted
     shift_cov = [c for f in fits for k, pair in enumerate(f["shift_covered"])
-                 if k != f["reference_image"] for c in pair]
+                 if k in f["shift_reference"] for c in pair]
     return dict(
         max_defocus_error_pct=float(pct.max()), worst_error_nm=float(errs[worst]),
         worst_se_nm=float(ses[worst]), max_z=float(np.nanmax(z)) if np.isfinite(z).any() else math.nan,

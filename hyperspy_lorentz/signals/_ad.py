@@ -94,8 +94,9 @@ def run_ad(signal, *, exit_wave=False, show_progressbar=None, lazy_output=None, 
             from hyperspy.external.progressbar import progressbar
 
             # no total: the race of starts and the bias-correction replicates add
-            # iterations to the fit's, and the fit usually converges before its cap
-            bar = progressbar(total=None, desc="AD iterations", leave=True)
+            # iterations to the fit's (``iterations_all_fits`` in the metadata),
+            # and the fit usually converges before its cap
+            bar = progressbar(total=None, desc="AD iterations (all fits)", leave=True)
 
             def progress(iteration, loss):
                 bar.update(1)
@@ -113,7 +114,9 @@ def run_ad(signal, *, exit_wave=False, show_progressbar=None, lazy_output=None, 
                 bar.close()
         info = {k: _plain(getattr(result, k)) for k in _INFO_FIELDS if hasattr(result, k)}
         info.update(_bootstrap_info(result))
-        for key, name in (("init", "init_used"), ("reduced_chi2", "reduced_chi2")):
+        for key, name in (("init", "init_used"), ("reduced_chi2", "reduced_chi2"),
+                          ("shift_reference", "shift_reference"),
+                          ("iterations_all_fits", "iterations_all_fits")):
             value = getattr(result, "parameters", {}).get(key)
             if value is not None:
                 info[name] = value

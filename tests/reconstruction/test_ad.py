@@ -5,6 +5,7 @@ import math
 import warnings
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import torch
 
@@ -156,12 +157,13 @@ def test_refine_defocus_recovers_wrong_nominal_values(pair, obj):
 def test_refine_shifts_recovers_drift(obj):
     phase, _ = obj
     df = np.array([-0.8, 0.8]) * MM
-    drift = np.array([[0.0, 0.0], [1.3, -0.7]])
+    drift = np.array([[-0.65, 0.35], [0.65, -0.35]])  # mean 0: the truth's frame
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.05)
     res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",), refine_amplitude=False,
                          **PERIODIC)
-    assert res.parameters["reference_image"] == 0
-    np.testing.assert_allclose(res.shifts, drift, atol=0.05)
+    # both images have contrast: the drift is relative to their mean
+    assert res.parameters["shift_reference"] == [0, 1]
+    np.testing.assert_allclose(res.shifts, drift - drift.mean(axis=0), atol=0.05)
     assert phase_accuracy(res.phase, phase) > 0.99
     # without refining the drift the phase is worse
     fixed = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, **PHASE_ONLY,
@@ -169,17 +171,37 @@ def test_refine_shifts_recovers_drift(obj):
     assert phase_accuracy(fixed.phase, phase) < phase_accuracy(res.phase, phase)
 
 
-def test_refine_shifts_gauge_is_image_nearest_focus(obj):
-    """The image nearest focus is the reference; the others move relative to it."""
+def test_refine_shifts_relative_to_the_mean_over_images_with_contrast(obj):
+    """The shift gauge: the mean over the images with contrast is zero."""
     phase, _ = obj
     df = np.array([-0.8, 0.3, 0.8]) * MM
     drift = np.array([[0.6, 0.4], [0.0, 0.0], [-0.5, 0.9]])
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.03)
     res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",), refine_amplitude=False,
-                         max_iterations=150)
-    assert res.parameters["reference_image"] == 1
+                         max_iterations=150, bias_correction=0)
+    assert res.parameters["shift_reference"] == [0, 1, 2]
+    np.testing.assert_allclose(res.shifts.mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(res.shifts, drift - drift.mean(axis=0), atol=0.1)
+
+
+def test_drift_of_an_image_without_contrast_is_not_identifiable(obj):
+    """The in-focus image of a pure phase object is uniform: any drift fits it. It is
+    left out of the shift reference, keeps zero shift and is reported; the other
+    images' drift is still found (relative to their mean)."""
+    phase, _ = obj
+    df = np.array([-0.8, 0.0, 0.8]) * MM
+    drift = np.array([[0.6, -0.4], [1.5, 1.5], [-0.2, 0.8]])
+    images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.02)
+    with pytest.warns(UserWarning, match="shifts of image 1 is not identifiable"):
+        res = reconstruct_ad(images, df, pixel_size=PIX, beam_energy=KEV, refine=("shifts",),
+                             refine_amplitude=False, max_iterations=150, bias_correction=0,
+                             **PERIODIC)
+    assert res.parameters["shift_reference"] == [0, 2]
+    assert "shifts of image 1" in res.not_identifiable
     np.testing.assert_array_equal(res.shifts[1], 0.0)
-    np.testing.assert_allclose(res.shifts, drift, atol=0.1)
+    truth = drift[[0, 2]] - drift[[0, 2]].mean(axis=0)
+    np.testing.assert_allclose(res.shifts[[0, 2]], truth, atol=0.05)
+    assert phase_accuracy(res.phase, phase) > 0.99
 
 
 def test_defocus_spread_reported_not_identifiable(pair):
@@ -211,7 +233,12 @@ def test_coarse_pass_recovers_drift_and_defocus_at_low_noise():
     df = np.array([-0.8, 0.8]) * MM
     drift = np.array([[2.0, -1.5], [0.0, 0.0]])
     images = noisy(simulate_images(phase, None, df, PIX, KEV, shifts=drift), 0.02)
-    nominal = df * np.array([1.05, 0.95])  # image 1 is nearest focus: the reference
+    nominal = df * np.array([1.05, 0.95])
+    # the shifts are relative to their mean (the shift reference), and the phase
+    # is in that frame: the truth moved by the mean drift
+    mean = drift.mean(axis=0)
+    drift = drift - mean
+    phase = ndimage.shift(phase, mean, order=3, mode="grid-wrap")
     res = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV,
                          refine=("defocus", "shifts"), refine_amplitude=False, **PERIODIC)
     assert res.parameters["stages"][0]["binning"] == ad_mod.PYRAMID_BINNING
@@ -221,11 +248,11 @@ def test_coarse_pass_recovers_drift_and_defocus_at_low_noise():
     flat = reconstruct_ad(images, nominal, pixel_size=PIX, beam_energy=KEV,
                           refine=("defocus", "shifts"), refine_amplitude=False, init="flat", _pyramid=False, **PERIODIC)
     # without the coarse pass the full-resolution fit ends with phase islands
-    # shifted by whole turns; the 2 pi unwrapping step repairs the phase, but the
-    # defocus stays further from the truth than after the coarse pass
+    # shifted by whole turns, which the 2 pi unwrapping step repairs (the
+    # defocus then comes out as well: 0.08 % here, 0.07 % after the coarse pass)
     assert flat.parameters["phase_unwrapped_pixels"] > 0
-    assert (np.max(np.abs(flat.defocus / df - 1))
-            > 1.5 * np.max(np.abs(res.defocus / df - 1)))
+    assert phase_accuracy(flat.phase, phase) > 0.99
+    assert np.max(np.abs(res.defocus / df - 1)) < 0.002
 
 
 def test_refine_astigmatism():

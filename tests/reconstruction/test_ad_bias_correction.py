@@ -110,7 +110,9 @@ def test_insignificant_bias_estimate_is_not_applied(clean):
         unc = np.asarray(rec["uncorrected"][name])
         got = res.defocus if name == "defocus" else res.shifts
         np.testing.assert_array_equal(got[~applied], unc[~applied])
-    se_mean = np.asarray(rec["standard_errors"]["shifts"]) / np.sqrt(rec["replicates"])
+    # the test of significance uses the replicates' own spread (the reported
+    # standard errors are widened for the few replicates)
+    se_mean = np.asarray(rec["spread"]["shifts"]) / np.sqrt(rec["replicates"])
     bias = np.abs(np.asarray(rec["bias"]["shifts"]))
     np.testing.assert_array_equal(np.asarray(rec["applied"]["shifts"]),
                                   bias > ad_mod.BOOTSTRAP_SIGNIFICANCE * se_mean)
@@ -131,11 +133,12 @@ def test_poisson_likelihood_bootstraps_counts(clean):
 
 def test_shifts_and_log_scaled_parameters_are_corrected_in_their_own_space(clean):
     """Scale is positive: corrected multiplicatively (stays positive); shifts keep the
-    reference image at exactly zero."""
+    mean over the shift reference at zero."""
     res = _fit(_noisy(clean, 2), refine=("amplitude", "shifts", "scale"), max_iterations=80)
     rec = res.parameters["bias_correction"]
     assert set(rec["bias"]) == {"shifts", "scale"}
-    np.testing.assert_array_equal(res.shifts[res.parameters["reference_image"]], 0.0)
+    ref = res.parameters["shift_reference"]
+    np.testing.assert_allclose(res.shifts[ref].mean(axis=0), 0.0, atol=1e-6)
     unc, bias = np.asarray(rec["uncorrected"]["scale"]), np.asarray(rec["bias"]["scale"])
     applied = np.asarray(rec["applied"]["scale"])
     # log-space correction: s_c = s / exp(b_log) with s exp(b_log) = s + bias

@@ -56,8 +56,7 @@ Regularisation weight
 :data:`~hyperspy_lorentz.reconstruction.ad.weight.DEFAULT_TV_WEIGHT` (the weight
 of the paper's cases). It then compares the reduced chi^2 with the value
 expected of a fit that takes up no more noise than its effective degrees of
-freedom allow (:meth:`_Problem.expected_chi2
-<hyperspy_lorentz.reconstruction.ad.objective._Problem.expected_chi2>`: the linearised model is
+freedom allow (:meth:`!_Problem.expected_chi2`: the linearised model is
 diagonal in Fourier space, ``s_q = H_q / (H_q + beta |D_q|^2 / (eps M))``,
 expected chi^2 ``1 - sum(2 s - s^2) / M``). Where the fit explains the data
 better than that (by
@@ -73,7 +72,7 @@ steep flanks keep the default (the estimate misses their degrees of freedom).
 
 After the stages the phase is unwrapped (2 pi): the images depend on
 ``exp(i phi)`` only, and the unwrapped phase is taken where its TV is lower
-(:func:`_unwrap <hyperspy_lorentz.reconstruction.ad.stages._unwrap>`; vortex discs of 4 rad
+(:func:`!_unwrap`; vortex discs of 4 rad
 from 3 images: 0.93 -> 0.9999).
 
 Optimisation
@@ -91,8 +90,8 @@ them:
   ``cos^2 chi`` and ``kappa^2``);
 * the experimental parameters are offsets divided by the square root of their
   Gauss-Newton curvature (finite differences at the start): defocus in nm,
-  shifts in pixels (the image nearest focus is the reference and stays at
-  zero), ``ln theta_c``, the astigmatism as the vector ``(A cos 2a, A sin 2a)``
+  shifts in pixels (fitted for the images with contrast, relative to their
+  mean: see "Error bars"), ``ln theta_c``, the astigmatism as the vector ``(A cos 2a, A sin 2a)``
   in nm, and ``ln`` intensity scales.
 
 Starting point and stages
@@ -151,28 +150,62 @@ offset drifts). On the paper's object at +-1.6 mm and 10 % noise the overfocus
 value came out 0.4-0.6 % low and the underfocus one 0.1-0.2 % too large in
 magnitude, the same for every noise seed; noise-free the error vanishes.
 
-It is corrected by a parametric bootstrap (``bias_correction``, on by default
-when optical parameters are refined): images are simulated from the fitted
-exit wave and parameters with the fitted noise model
+Error bars
+----------
+The bias is corrected, the error bars estimated and the identifiability of
+the degenerate directions tested by one parametric bootstrap
+(``bias_correction``, on by default when optical parameters are refined;
+Efron & Tibshirani, *An Introduction to the Bootstrap*, ch. 10). Images are
+simulated from the fitted exit wave and parameters with the fitted noise model
 (:data:`~hyperspy_lorentz.reconstruction.ad.bootstrap.BOOTSTRAP_REPLICATES`
-times), the fit is repeated from that known
-truth, and the mean deviation of the refitted parameters is the bias estimate
-subtracted from the result (Efron & Tibshirani, *An Introduction to the
-Bootstrap*, ch. 10) -- where it exceeds
-:data:`~hyperspy_lorentz.reconstruction.ad.bootstrap.BOOTSTRAP_SIGNIFICANCE` of its
-own standard errors; a smaller estimate is mostly noise and would add variance
-(on a clean series with astigmatism refined, correcting it regardless moved the
-angle from 30.3 to 27.2 degrees, truth 30). The replicates' noise is the
-noise estimated from the data (not floored by
-:data:`~hyperspy_lorentz.reconstruction.ad.data.NOISE_FLOOR`). The spread
-of the replicates gives standard errors (``ADResult.standard_errors``). Phase
-and amplitude are the MAP estimates
-of the main fit. The bootstrap cannot correct a bias that comes from a model
-that does not describe the data (for instance a uniform amplitude assumed for
-a specimen whose amplitude is not uniform). The standard errors are the
-scatter from the noise about the fitted optimum only, a lower bound: the bias
-estimate is made at the fitted (smoother) exit wave, and on the tests up to
-about half of the bias remained after the correction.
+times; the noise estimated from the data, not floored by
+:data:`~hyperspy_lorentz.reconstruction.ad.data.NOISE_FLOOR`), and each is
+fitted again *from the nominal values* -- the given defocus and ``theta_c``, no
+drift -- with the exit wave compensated so that the start gives the images
+the fitted state would (:mod:`~hyperspy_lorentz.reconstruction.ad.modes`: the
+phase scaled for a defocus scale, the wave refocused for an offset, a phase
+ramp for a drift that grows with the defocus). A replicate thus has to travel
+as far as the fit did, through the same near-degenerate directions; a
+replicate started at its own truth (as before) does not move along them, and
+its error bars were 10-180 times too small. The result:
+
+* *bias*: the mean deviation of the replicates from their truth, subtracted
+  where it exceeds
+  :data:`~hyperspy_lorentz.reconstruction.ad.bootstrap.BOOTSTRAP_SIGNIFICANCE`
+  of its own standard errors (a smaller estimate is mostly noise and would add
+  variance: on a clean series with astigmatism refined, correcting it
+  regardless moved the angle from 30.3 to 27.2 degrees, truth 30);
+* *standard errors* (``ADResult.standard_errors``): the replicates' spread,
+  widened by ``t(0.975, R - 1) / 1.96`` for the few replicates (x2.2 for
+  three: a spread from three samples is itself uncertain, and +-2 of them
+  should still cover about 95 %), and by ``sqrt(1 + 1/R)`` where a bias was
+  subtracted (its own error);
+* *the defocus scale and the common offset* are identifiable when the
+  replicates, started at the nominal value (or
+  :data:`~hyperspy_lorentz.reconstruction.ad.bootstrap.PROBE_STEP` of the
+  largest defocus either side of the fit when the nominal is closer), recover
+  at least :data:`~hyperspy_lorentz.reconstruction.ad.bootstrap.RECOVERY_MIN`
+  of the distance; otherwise ``"defocus scale"`` / ``"defocus offset"`` goes
+  to ``not_identifiable`` and the mode is held at its nominal value (the exit
+  wave compensated). With the amplitude refined, the offset is fixed only by
+  the coherence envelope and the strong-phase terms (above);
+* *the drift that grows with the defocus* (a beam tilt) moves the images as a
+  uniform in-plane induction (a phase ramp) does: only the prior separates
+  them. Where the replicates recover less than half of it, ``"shift tilt"`` is
+  reported; the fitted drift is kept and the part the replicates did not
+  recover is added to its standard errors.
+
+Shifts are relative to the *shift reference*: the mean over the images whose
+contrast fixes their drift (a contrast above noise,
+:func:`~hyperspy_lorentz.reconstruction.contrast.defocus_contrast`). An image
+without contrast (the in-focus image of a pure phase object) keeps zero shift
+and is reported as ``"shifts of image i"``.
+
+What the error bars do not hold: the bias of the prior (the TV shrinks the
+phase, and the bootstrap's truth is the fitted, smoother exit wave, so up to
+half of that bias can remain), and a model that does not describe the data (a
+uniform amplitude assumed for a specimen whose amplitude is not uniform). Phase
+and amplitude are the MAP estimates of the main fit.
 
 A parameter whose doubling changes the fit by less than one unit of chi^2
 (:data:`~hyperspy_lorentz.reconstruction.ad.stages.IDENTIFIABILITY_CHI2`) --

@@ -61,3 +61,22 @@ def _amplitudes(norm, tdt):
 def _infocus(df):
     """Indices of the in-focus images (``|df| <= INFOCUS_FRACTION max|df|``)."""
     return np.flatnonzero(np.abs(df) <= INFOCUS_FRACTION * np.max(np.abs(df)))
+
+
+def _drift_reference(imgs, df):
+    """The images whose drift the data fix: those with contrast above their noise.
+
+    An image's drift is measured only through its contrast: the in-focus image of
+    a pure phase object is uniform, and any shift fits it. The contrast test is
+    :func:`~hyperspy_lorentz.reconstruction.contrast.defocus_contrast` on each
+    image itself (excess normalised variance above the white noise, more than its
+    ``threshold`` standard errors). Shifts are fitted for these images only,
+    relative to their mean (the *shift reference*); the others keep zero shift
+    and are reported as not identifiable. If no image passes, all count.
+    """
+    from hyperspy_lorentz.reconstruction.contrast import defocus_contrast
+
+    rec = defocus_contrast(imgs, df)
+    ref = np.array([e > 0 and c / e > rec["threshold"]
+                    for c, e in zip(rec["contrast"], rec["standard_error"])], dtype=bool)
+    return ref if ref.any() else np.ones(len(df), dtype=bool)

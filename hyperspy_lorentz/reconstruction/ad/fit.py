@@ -58,7 +58,7 @@ class _Fit:
     shape: tuple
     border: object
     canvas: object
-    ref_index: int
+    shift_reference: np.ndarray
     data: torch.Tensor
     weights: torch.Tensor
     dose: object
@@ -80,7 +80,7 @@ class _Fit:
     current: tuple = (None, None)
 
     @classmethod
-    def begin(cls, o, shape, canvas, border, ref_index, settings, *, data, sigma, dose):
+    def begin(cls, o, shape, canvas, border, settings, *, data, sigma, dose):
         """A fit of ``data`` (Gaussian: the measured amplitudes, weighted by
         ``1 / sigma^2``; Poisson: the counts, at ``dose``) at the starting weight."""
         t = dict(dtype=o.tdt, device=o.dev)
@@ -92,7 +92,8 @@ class _Fit:
             data_t = torch.as_tensor(data, **t)
             weights = torch.ones(data.shape[0], **t)
             dose_t = torch.as_tensor(dose, **t)
-        fit = cls(o=o, shape=tuple(shape), border=border, canvas=canvas, ref_index=ref_index,
+        fit = cls(o=o, shape=tuple(shape), border=border, canvas=canvas,
+                  shift_reference=np.asarray(o.shift_reference, bool),
                   data=data_t, weights=weights, dose=dose_t, beta=o.beta, settings=settings,
                   refined=o.refine,
                   gradient_refine=tuple(r for r in o.refine if r != "defocus_spread"),
@@ -134,7 +135,7 @@ class _Fit:
                       likelihood=o.likelihood, dose=self.dose,
                       model=model, start=start, refine=refine, beta=self.beta, eps=TV_EPSILON,
                       kappa=JOINT_TV_COUPLING, periodic=o.padding is None,
-                      ref_index=self.ref_index, device=o.dev, dtype=o.tdt,
+                      shift_reference=self.shift_reference, device=o.dev, dtype=o.tdt,
                       coverage=self.canvas.coverage)
         pr.build_preconditioners(o.wl, o.cs, model.defocus_spread, o.pixel)
         return pr

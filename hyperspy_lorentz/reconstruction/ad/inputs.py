@@ -142,6 +142,8 @@ class _Options:
     dtype: object
     progress: object
     seed: object
+    # the images whose drift the data fix (set by the solver from their contrast)
+    shift_reference: object = None
 
 
 def _check_options(*, pixel_size, beam_energy, cs, theta_c, defocus_spread, astigmatism,

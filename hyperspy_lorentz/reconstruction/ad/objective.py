@@ -100,10 +100,16 @@ class _Problem:
     variables): ``phase`` (tensor), ``amplitude`` (tensor or None), ``defocus``
     (N,), ``shifts`` (N, 2), ``theta_c`` (mrad), ``astig`` (``A cos 2a``,
     ``A sin 2a``, nm), ``scale`` (N,).
+
+    ``shift_reference`` (N booleans) marks the images whose drift the data fix
+    (those with contrast): only their shifts are fitted, and they are fitted
+    relative to their mean (the shift gauge: the mean over them stays at its
+    start, which is 0 unless a coarse pass set it in the same gauge). The
+    shifts of the other images stay at their start.
     """
 
     def __init__(self, *, data, weights, likelihood, dose, model, start, refine, beta, eps,
-                 kappa, periodic, ref_index, device, dtype, coverage=1.0):
+                 kappa, periodic, shift_reference, device, dtype, coverage=1.0):
         self.model = model
         self.device, self.dtype = device, dtype
         self.likelihood = likelihood
@@ -125,7 +131,8 @@ class _Problem:
         self.refine = tuple(refine)
         self.beta, self.eps, self.kappa = float(beta), float(eps), float(kappa)
         self.periodic = periodic
-        self.ref_index = ref_index
+        self.shift_reference = np.asarray(shift_reference, bool)
+        self._raw_shifts = False  # True while calibrating: per-image shifts, no gauge
         t = dict(dtype=dtype, device=device)
         self.phase0 = start["phase"]
         amp = start["amplitude"]
@@ -167,11 +174,10 @@ class _Problem:
         self.inv_sqrt_h = {name: torch.ones(sl.stop - sl.start, **t)
                            for name, sl in self.slices.items()
                            if name not in ("phase", "amplitude")}
-        self.shift_mask = None
+        self.shift_mask = self.shift_gauge = None
         if "shifts" in self.refine:
-            mask = torch.ones(n, 2, **t)
-            mask[ref_index] = 0.0
-            self.shift_mask = mask.reshape(-1)
+            self.shift_gauge = torch.as_tensor(self.shift_reference.astype(float), **t)
+            self.shift_mask = self.shift_gauge.repeat_interleave(2)
         self.precond = None
         self.precond_amp = None
 
@@ -193,8 +199,12 @@ class _Problem:
         else:
             out["defocus"] = self.df0
         if "shifts" in self.slices:
-            z = x[self.slices["shifts"]] * self.inv_sqrt_h["shifts"] * self.shift_mask
-            out["shifts"] = self.shifts0 + z.reshape(self.n, 2)
+            z = (x[self.slices["shifts"]] * self.inv_sqrt_h["shifts"]
+                 * self.shift_mask).reshape(self.n, 2)
+            if not self._raw_shifts:  # relative to the mean over the reference images
+                g = self.shift_gauge[:, None]
+                z = z - g * ((g * z).sum(dim=0) / self.shift_gauge.sum())
+            out["shifts"] = self.shifts0 + z
         else:
             out["shifts"] = self.shifts0
         if "theta_c" in self.slices:
@@ -350,6 +360,13 @@ class _Problem:
     @torch.no_grad()
     def calibrate(self, x0):
         """Whiten the scalar blocks with finite-difference Gauss-Newton curvatures."""
+        self._raw_shifts = True
+        try:
+            self._calibrate(x0)
+        finally:
+            self._raw_shifts = False
+
+    def _calibrate(self, x0):
         base = self.white_amplitudes(self.images(self.physical(x0)))
         dfmax = float(self.df0.abs().max())
         for name in self.inv_sqrt_h:
@@ -380,7 +397,7 @@ class _Problem:
                     curv[g[0]] = d2.sum()
             if name == "shifts":
                 curv = curv.reshape(-1, 2)
-                curv[self.ref_index] = 1.0
+                curv[torch.as_tensor(~self.shift_reference, device=self.device)] = 1.0
                 curv = curv.reshape(-1)
             floor = 1e-12 * max(float(curv.max()), 1e-30)
             self.inv_sqrt_h[name] = (1.0 / torch.sqrt(torch.clamp(curv, min=floor))).to(

@@ -32,9 +32,12 @@ class ADResult:
     defocus : numpy.ndarray, shape (N,)
         Defocus of each image, nm (refined or as given).
     shifts : numpy.ndarray, shape (N, 2)
-        Image shifts ``(dy, dx)``, pixels, relative to the reference image (the
-        one nearest focus); a positive value moves the image content toward
-        ``+y`` / ``+x``.
+        Image shifts ``(dy, dx)``, pixels; a positive value moves the image
+        content toward ``+y`` / ``+x``. Relative to the *shift reference*, the
+        mean over the images whose contrast fixes their drift
+        (``parameters["shift_reference"]``, their indices); the other images
+        (an in-focus image of a pure phase object) keep 0 and are listed in
+        ``not_identifiable``.
     theta_c : float
         Beam divergence, mrad.
     astigmatism : float
@@ -157,7 +160,7 @@ def _result(fit, standard_errors, t_start):
         canvas_amplitude=canvas_amplitude)
 
 
-def _parameters(o, df, canvas, *, dose, init, amp_source, ref_index, sigma, sigma_estimated,
+def _parameters(o, df, canvas, *, dose, init, amp_source, sigma, sigma_estimated,
                 dose_n, tie_info, race, race_iterations):
     """The record of the settings of a fit (``ADResult.parameters``, JSON-friendly)."""
     n = len(df)
@@ -182,7 +185,7 @@ def _parameters(o, df, canvas, *, dose, init, amp_source, ref_index, sigma, sigm
         padding="periodic" if o.padding is None else o.padding,
         canvas_shape=list(canvas.shape), canvas_border=list(canvas.border),
         device=str(o.dev), dtype=str(o.tdt).replace("torch.", ""), seed=o.seed,
-        reference_image=ref_index,
+        shift_reference=np.flatnonzero(o.shift_reference).tolist(),
         noise_sigma=sigma.tolist() if likelihood == "gaussian" else None,
         noise_sigma_estimated=(sigma_estimated.tolist() if likelihood == "gaussian"
                                else None),

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from hyperspy_lorentz.reconstruction.ad.bootstrap import _correct_bias
-from hyperspy_lorentz.reconstruction.ad.data import _amplitudes, _counts
+from hyperspy_lorentz.reconstruction.ad.data import _amplitudes, _counts, _drift_reference
 from hyperspy_lorentz.reconstruction.ad.fit import _deterministic, _Fit
 from hyperspy_lorentz.reconstruction.ad.inputs import (
     _check_images,
@@ -47,7 +47,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
                    learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
                    padding="free", device="auto", dtype="float32", seed=None, progress=None,
                    optimizer="lbfgs", bias_correction="auto", _pyramid=True, _race=True,
-                   _drift_margin=None):
+                   _drift_margin=None, _shift_reference=None):
     """Retrieve the exit-wave phase of a focal series by automatic differentiation.
 
     Parameters
@@ -74,8 +74,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         Astigmatism direction, **degrees** from ``+x`` toward ``+y``.
     refine : sequence of str
         Experimental parameters fitted besides the exit wave (default none):
-        ``"defocus"`` (per image), ``"shifts"`` (per-image drift, sub-pixel;
-        the image nearest focus is the reference, first on ties),
+        ``"defocus"`` (per image), ``"shifts"`` (per-image drift, sub-pixel,
+        relative to the mean over the images with contrast; see ``ADResult.shifts``),
         ``"theta_c"``, ``"astigmatism"`` (magnitude and angle, shared),
         ``"scale"`` (per-image intensity), ``"defocus_spread"`` (only when the
         data constrain it). Parameters the data do not constrain are reported
@@ -155,10 +155,12 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         Optimiser (default L-BFGS).
     bias_correction : "auto" or int
         Parametric-bootstrap replicates used to correct the bias of the refined
-        optical parameters (defocus, shifts, ``theta_c``, astigmatism, scale)
-        and to estimate their standard errors (see the module docstring). Each
-        replicate is a fit from the known truth of its simulated data, at most
-        ``max_iterations // 3`` iterations (40-50 on the benchmarks). ``"auto"``:
+        optical parameters (defocus, shifts, ``theta_c``, astigmatism, scale),
+        to estimate their standard errors and to test whether the defocus scale
+        and the drift that grows with the defocus are identifiable (see the
+        module docstring, "Error bars"). Each replicate is a fit of data simulated
+        from the fitted state, started from the nominal values (the exit wave
+        compensated), at most ``max_iterations // 3`` iterations. ``"auto"``:
         :data:`~hyperspy_lorentz.reconstruction.ad.bootstrap.BOOTSTRAP_REPLICATES` when
         optical parameters are refined, else 0; ``0``: the joint MAP values,
         uncorrected. The replicates' noise is drawn from ``seed`` (``None``: seed 0, so
@@ -200,7 +202,9 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     initial_phase, initial_amplitude = _check_start(initial_phase, initial_amplitude, (h, w))
     border, canvas = _canvas(o, (h, w), df, _drift_margin)
     _check_memory((h, w), n, o.refine, o.tdt, o.padding, border, o.dev)
-    ref_index = int(np.argmin(np.abs(df)))  # shift gauge: nearest focus, first on ties
+    # the shift gauge: drift relative to the mean over the images with contrast
+    o.shift_reference = (_drift_reference(imgs, df) if _shift_reference is None
+                         else np.asarray(_shift_reference, bool))
     amps = sigma_estimated = sigma = None
     if o.likelihood == "gaussian":
         amps, sigma_estimated, sigma = _amplitudes(norm, o.tdt)
@@ -219,12 +223,12 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     settings = _parameters(
         o, df, canvas, dose=dose,
         init=("coarse-to-fine" if _pyramid == "always" and init_used == "flat" else init_used),
-        amp_source=amp_source, ref_index=ref_index, sigma=sigma,
+        amp_source=amp_source, sigma=sigma,
         sigma_estimated=sigma_estimated, dose_n=dose_n, tie_info=tie_info, race=race,
         race_iterations=race_iterations)
 
     with _deterministic(o.seed, o.dev):
-        fit = _Fit.begin(o, (h, w), canvas, border, ref_index, settings,
+        fit = _Fit.begin(o, (h, w), canvas, border, settings,
                          data=amps if o.likelihood == "gaussian" else counts, sigma=sigma,
                          dose=dose_n)
         del amps
@@ -264,9 +268,46 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         # the fit's misfit, then the bias correction of the optical parameters
         settings["regularization"] = fit.beta
         settings["reduced_chi2"] = _reduced_chi2(fit.problem(fit.start, ()), fit.tens)
-        standard_errors = _correct_bias(fit, o.n_boot, sigma=sigma_estimated, dose=dose_n)
+        standard_errors = _correct_bias(fit, o.n_boot, sigma=sigma_estimated, dose=dose_n,
+                                        nominal_defocus=df)
+    if "shifts" in fit.gradient_refine:
+        ref = fit.shift_reference
+        fit.not_identifiable += [f"shifts of image {i}" for i in np.flatnonzero(~ref)]
+        if (not fit.canvas.is_periodic and np.unique(df[ref]).size == 2
+                and "shift tilt" not in fit.not_identifiable):
+            # two defocus values: their relative drift is all tilt (a phase ramp)
+            fit.not_identifiable.append("shift tilt")
+    boot = settings.get("bias_correction") or {}
+    # what a progress callback counted: the race of starts, the fit (coarse pass
+    # and stages) and the bootstrap replicates
+    settings["iterations_all_fits"] = int(
+        (settings.get("init_race_iterations") or 0) + fit.total_it
+        + sum(boot.get("iterations", ())))
     for name in fit.not_identifiable:
-        warnings.warn(
-            f"{name} is not identifiable from these data (doubling it changes chi^2 by less "
-            f"than {IDENTIFIABILITY_CHI2:g}); it was kept at its given value", stacklevel=2)
+        warnings.warn(f"{name} is not identifiable from these data ({_why(name)}); "
+                      f"{_kept(name)}", stacklevel=2)
     return _result(fit, standard_errors, t_start)
+
+
+def _why(name):
+    """Why the parameter ``name`` was found not identifiable (for the warning)."""
+    if name in ("theta_c", "defocus_spread"):
+        return f"doubling it changes chi^2 by less than {IDENTIFIABILITY_CHI2:g}"
+    if name in ("defocus offset", "defocus scale"):
+        return (f"fits of simulated data started from the nominal values recover less than "
+                f"half of a miscalibration of the common {name.split()[1]}")
+    if name == "shift tilt":
+        return ("a drift that grows with the defocus (a beam tilt) moves the images as a "
+                "phase ramp, a uniform in-plane induction, does; only the prior separates "
+                "them (fits started without the tilt recover less than half of it, or the "
+                "images with contrast have two defocus values)")
+    return "the image has no contrast above its noise, so any drift fits it"
+
+
+def _kept(name):
+    """What was done with the unidentifiable parameter ``name`` (for the warning)."""
+    if name == "shift tilt":
+        return "the drift is reported with wider error bars"
+    if name.startswith("shifts of image"):
+        return "its shift was kept at 0"
+    return "it was kept at its given value"

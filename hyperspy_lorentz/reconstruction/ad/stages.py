@@ -72,7 +72,7 @@ def _race_starts(solve, imgs, df, o, *, dose, initial_amplitude, pyramid):
                     device=o.dev, dtype=o.dtype, seed=o.seed, optimizer=o.optimizer,
                     progress=o.progress, bias_correction=0,
                     _pyramid="always" if cand == "coarse-to-fine" else pyramid,
-                    _race=False)
+                    _race=False, _shift_reference=o.shift_reference)
             stages_run = trial.parameters["stages"]
             race[cand] = float(stages_run[-1]["loss"] if stages_run
                                else min(trial.loss_history, default=math.inf))
@@ -182,7 +182,8 @@ def _coarse_pass(fit, solve, imgs, df, *, dose, dose_n, initial_amplitude):
             initial_amplitude=camp, padding=COARSE_PADDING.get(o.padding, o.padding),
             device=o.dev, dtype=o.dtype,
             progress=coarse_progress, optimizer=o.optimizer, bias_correction=0,
-            _pyramid=False, _drift_margin=math.ceil(DRIFT_MARGIN / b))
+            _pyramid=False, _drift_margin=math.ceil(DRIFT_MARGIN / b),
+            _shift_reference=o.shift_reference)
     fit.losses += coarse.loss_history
     fit.total_it += coarse.iterations
     fit.evaluations += coarse.parameters["evaluations"]
