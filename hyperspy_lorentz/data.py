@@ -238,6 +238,19 @@ def _series(spec, *, kind, field, grid, frame, pixel, defocus, dose, seed, micro
     return s
 
 
+def _drift(defocus, drift, seed):
+    """Shifts ``(N, 2)``, px, uniform in ``[-drift, drift]`` for the defocused images
+    (the in-focus ones stay); ``None`` for no drift."""
+    drift = float(drift)
+    if not math.isfinite(drift) or drift < 0:
+        raise ValueError(f"drift must be a number of pixels >= 0, got {drift!r}")
+    if drift == 0:
+        return None
+    shifts = np.random.default_rng([int(seed), 7]).uniform(-drift, drift, (len(defocus), 2))
+    shifts[np.asarray(defocus) == 0] = 0.0
+    return shifts
+
+
 def _place_isolated(frame, pixel, extent):
     """True if a box ``(y0, x0, y1, x1)`` in nm lies in the central part of the frame."""
     top, left, h, w = frame
@@ -312,7 +325,7 @@ def _film(texture_mx, texture_my, texture_mz, grid, pixel, frame, field, ms, thi
 def skyrmion_lattice(shape=(256, 256), pixel_size=2.5, *, field="window", dose=100.0, seed=0,
                      defocus=(-300e3, -150e3, 0.0, 150e3, 300e3), period=70.0, ms=3.84e5,
                      thickness=80.0, helicity=90.0, mean_inner_potential=20.0,
-                     beam_energy=200.0, cs=1.0, theta_c=0.01, defocus_spread=500.0):
+                     beam_energy=200.0, cs=1.0, theta_c=0.01, defocus_spread=500.0, drift=0.0):
     """Bloch skyrmion lattice in a continuous film (FeGe-like), at low dose.
 
     A hexagonal lattice of Bloch skyrmions (360-degree domain-wall profile,
@@ -353,6 +366,10 @@ def skyrmion_lattice(shape=(256, 256), pixel_size=2.5, *, field="window", dose=1
         matters only at the edge of an isolated patch).
     beam_energy, cs, theta_c, defocus_spread : float
         keV, mm, mrad, nm (as :func:`~hyperspy_lorentz.simulate_focal_series`).
+    drift : float
+        Specimen drift, pixels: every defocused image is shifted by ``(dy, dx)``
+        drawn uniformly from ``[-drift, drift]`` (from ``seed``; the in-focus
+        image stays); the truth is ``metadata.Simulation.shifts``. Default 0.
 
     Returns
     -------
@@ -381,7 +398,8 @@ def skyrmion_lattice(shape=(256, 256), pixel_size=2.5, *, field="window", dose=1
     return _series(spec, kind="skyrmion_lattice", field=field, grid=grid, frame=frame, pixel=pixel,
                    defocus=defocus, dose=dose, seed=seed, microscope=mic,
                    mean_inner_potential=mean_inner_potential if field == "isolated" else 0.0,
-                   absorption_length=None, parameters={**params, "edge_width_nm": edge})
+                   absorption_length=None, parameters={**params, "edge_width_nm": edge},
+                   shifts=_drift(defocus, drift, seed))
 
 
 def _local(grid, pixel, yc, xc, hy, hx, periodic):

@@ -370,8 +370,13 @@ def test_demo_small(tmp_path, capsys):
     assert names == ["demo.png", "focal_series.hspy", "induction_ad.hspy", "phase_ad.hspy", "phase_tie.hspy",
                      "summary.txt"]
     summary = (out / "summary.txt").read_text()
-    for key in ("defocus image 0", "drift image 2", "truth", "AD retrieved", "phase accuracy", "+-"):
+    for key in ("defocus image 0", "drift image 1", "truth", "AD retrieved", "phase accuracy", "+-",
+                "within 2 SE", "not identifiable"):
         assert key in summary
+    # the iteration counts: the fit's, and all fits' (what the progress bar counts)
+    line = next(li for li in summary.splitlines() if li.startswith("AD: "))
+    fit_its, all_its = [int(w) for w in line.replace(",", " ").split() if w.isdigit()][:2]
+    assert 0 < fit_its <= all_its
     s = hs.load(out / "focal_series.hspy")
     assert np.abs(s.axes_manager["defocus"].axis).max() >= 2e5  # contrast needs large defocus
     code, _, err = _run(["demo", "--output", out], capsys)

@@ -112,6 +112,26 @@ def test_truth_is_what_the_images_show(f, field):
     assert np.std(didz[inner]) == pytest.approx(np.std(predicted[inner]), rel=0.4)
 
 
+def test_lattice_drift_moves_the_defocused_images():
+    """``drift``: each defocused image is the undrifted one moved by the recorded
+    shift (Fourier shift theorem, away from the frame edges); the in-focus image
+    stays."""
+    from scipy import ndimage
+
+    kw = dict(shape=(N, N), dose=None, defocus=(-3e5, 0.0, 3e5))
+    still = data.skyrmion_lattice(**kw)
+    moved = data.skyrmion_lattice(drift=1.5, seed=4, **kw)
+    shifts = np.asarray(moved.metadata.Simulation.shifts, float)
+    assert np.all(shifts[1] == 0) and np.all(np.abs(shifts) <= 1.5) and np.any(shifts != 0)
+    inner = (slice(12, -12), slice(12, -12))
+    for i in range(3):
+        expected = ndimage.shift(still.data[i].astype(float), shifts[i], order=3, mode="nearest")
+        err = np.abs(expected - moved.data[i])[inner].max()
+        assert err < 0.02 * np.ptp(still.data[i]), (i, err)
+    with pytest.raises(ValueError, match="drift must be"):
+        data.skyrmion_lattice(drift=-1.0, **kw)
+
+
 def test_window_is_a_window():
     """A window holds specimen beyond the frame; its images are not those of the
     cropped phase simulated alone (they differ at the edges, agree in the middle)."""
