@@ -43,7 +43,7 @@ __all__ = ["reconstruct_ad"]
 def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=0.01,
                    defocus_spread=500.0, astigmatism=0.0, astigmatism_angle=0.0,
                    refine=(), refine_amplitude=True, likelihood="gaussian", dose=None,
-                   regularization="auto", max_iterations=500, tolerance=1e-4,
+                   regularization="auto", max_iterations=500, tolerance=1e-5,
                    learning_rate=None, initial_phase=None, initial_amplitude=None, init="auto",
                    padding="free", device="auto", dtype="float32", seed=None, progress=None,
                    optimizer="lbfgs", bias_correction="auto", _pyramid=True, _race=True,
@@ -104,7 +104,8 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     tolerance : float
         Stop when the loss decreased by less than this fraction over
         :data:`~hyperspy_lorentz.reconstruction.ad.optimiser.CONVERGENCE_WINDOW`
-        iterations.
+        iterations (default 1e-5: with the free border, 1e-4 stopped the paper's
+        asymmetric cases early, 0.986 / 0.977 against 0.993 / 0.989).
     learning_rate : float, optional
         L-BFGS: scales the first step (default 1; the later steps come from the
         curvature); Adam: the learning rate in whitened units (default 0.05).
