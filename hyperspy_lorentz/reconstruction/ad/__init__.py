@@ -199,13 +199,13 @@ Shifts are relative to the *shift reference*: the mean over the images whose
 contrast fixes their drift (a contrast above noise,
 :func:`~hyperspy_lorentz.reconstruction.contrast.defocus_contrast`). An image
 without contrast (the in-focus image of a pure phase object) keeps zero shift
-and is reported as ``"shifts of image i"``. Because a free field lets a phase
-ramp stand in for a tilt of the drift, the fine stages hold the tilt where the
-coarse pass (periodic, so without that freedom) put it
-(``parameters["shift_tilt_from_coarse_pass"]``), and with drift refined the
-race of starts leaves out the TIE start, which reads drift as a ramp (a
+and is reported as ``"shifts of image i"``. With drift refined on a free
+field the race of starts leaves out the TIE start, which reads drift as a
+phase ramp that the fit then keeps, trading it for a tilt of the drift (a
 lattice window with 1.5 px drift: accuracy 0.59 from the TIE start, 0.98 from
-the flat one with the coarse pass).
+the flat one with the coarse pass). Holding the tilt where the periodic coarse
+pass put it was tried and dropped: on 128 px images (a 32 px coarse pass) it
+held a wrong tilt (accuracy 0.37 against 0.95).
 
 What the error bars do not hold: the bias of the prior (the TV shrinks the
 phase, and the bootstrap's truth is the fitted, smoother exit wave, so up to

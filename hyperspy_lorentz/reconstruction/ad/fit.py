@@ -78,7 +78,6 @@ class _Fit:
     nonfinite: bool = False
     interrupted: bool = False
     current: tuple = (None, None)
-    fix_tilt: bool = False  # hold the drift's tilt at its start (after the coarse pass)
 
     @classmethod
     def begin(cls, o, shape, canvas, border, settings, *, data, sigma, dose):
@@ -137,7 +136,6 @@ class _Fit:
                       model=model, start=start, refine=refine, beta=self.beta, eps=TV_EPSILON,
                       kappa=JOINT_TV_COUPLING, periodic=o.padding is None,
                       shift_reference=self.shift_reference, device=o.dev, dtype=o.tdt,
-                      fix_tilt=self.fix_tilt,
                       coverage=self.canvas.coverage)
         pr.build_preconditioners(o.wl, o.cs, model.defocus_spread, o.pixel)
         return pr

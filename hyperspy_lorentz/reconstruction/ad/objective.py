@@ -109,8 +109,7 @@ class _Problem:
     """
 
     def __init__(self, *, data, weights, likelihood, dose, model, start, refine, beta, eps,
-                 kappa, periodic, shift_reference, device, dtype, coverage=1.0,
-                 fix_tilt=False):
+                 kappa, periodic, shift_reference, device, dtype, coverage=1.0):
         self.model = model
         self.device, self.dtype = device, dtype
         self.likelihood = likelihood
@@ -179,13 +178,6 @@ class _Problem:
         if "shifts" in self.refine:
             self.shift_gauge = torch.as_tensor(self.shift_reference.astype(float), **t)
             self.shift_mask = self.shift_gauge.repeat_interleave(2)
-            # the drift that grows with the defocus (a tilt) held at its start:
-            # a phase ramp would do the same to the images (module docstring)
-            self.tilt_lever = None
-            df0 = np.asarray(start["defocus"], float)
-            lever = np.where(self.shift_reference, df0 - df0[self.shift_reference].mean(), 0.0)
-            if fix_tilt and np.any(lever):
-                self.tilt_lever = torch.as_tensor(lever / np.sqrt((lever**2).sum()), **t)
         self.precond = None
         self.precond_amp = None
 
@@ -212,9 +204,6 @@ class _Problem:
             if not self._raw_shifts:  # relative to the mean over the reference images
                 g = self.shift_gauge[:, None]
                 z = z - g * ((g * z).sum(dim=0) / self.shift_gauge.sum())
-                if self.tilt_lever is not None:
-                    v = self.tilt_lever[:, None]
-                    z = z - v * (v * z).sum(dim=0)
             out["shifts"] = self.shifts0 + z
         else:
             out["shifts"] = self.shifts0

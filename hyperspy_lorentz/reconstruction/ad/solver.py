@@ -240,10 +240,6 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         if _wants_coarse_pass(o, (h, w), _pyramid, init_used):
             coarse = _coarse_pass(fit, reconstruct_ad, imgs, df, dose=dose, dose_n=dose_n,
                                   initial_amplitude=initial_amplitude)
-            # the periodic coarse pass has no phase ramp to trade for a tilt: its
-            # tilt stands (on a free canvas the fine stages could not tell them apart)
-            fit.fix_tilt = not fit.canvas.is_periodic and "shifts" in o.refine
-            settings["shift_tilt_from_coarse_pass"] = fit.fix_tilt
         stages = _stage_plan(fit, coarse)
         if fit.interrupted:
             stages = []
