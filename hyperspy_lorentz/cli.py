@@ -593,17 +593,6 @@ def _result_png(path, phase, induction):
 
 
 # ----------------------------------------------------------------------- main
-def _default_iterations(kind):
-    """The library's default ``max_iterations`` of the AD solvers (for the help text)."""
-    import inspect
-
-    if kind == "ad":
-        from hyperspy_lorentz.reconstruction.ad import reconstruct_ad as solver
-    else:
-        from hyperspy_lorentz.reconstruction.single_image import reconstruct_single_image as solver
-    return inspect.signature(solver).parameters["max_iterations"].default
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hyperspy-lorentz",
@@ -656,9 +645,10 @@ def build_parser():
                           "instead of refining it")
     rec.add_argument("--likelihood", choices=("gaussian", "poisson"), help="AD: noise model")
     rec.add_argument("--iterations", type=int,
-                     help="AD: maximum iterations (default: the library's, "
-                          f"{_default_iterations('ad')} for a focal series, "
-                          f"{_default_iterations('single')} for a single image)")
+                     # literal, not read from the solvers: importing them (torch) would
+                     # slow every --help; test_iterations_default_is_the_librarys checks it
+                     help="AD: maximum iterations (default: the library's, 500 for a focal "
+                          "series, 1000 for a single image)")
     rec.add_argument("--device", help="AD: torch device, auto (default), cpu or cuda")
     rec.add_argument("--seed", type=int, help="AD: random seed")
     rec.add_argument("--threads", type=int,

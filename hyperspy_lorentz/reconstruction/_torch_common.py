@@ -116,6 +116,20 @@ def _as_float(value, name, unit, positive=False, nonneg=False, *, fix=""):
 
 
 # ============================================================================ total variation
+def _regularization(regularization):
+    """The checked TV weight of a solver: ``(beta, auto)``, ``beta`` in 1/rad (0 for
+    ``None``; ``None`` with ``auto=True`` for ``"auto"``, which each solver resolves
+    by its own rule)."""
+    if regularization is None:
+        return 0.0, False
+    if isinstance(regularization, str):
+        if regularization != "auto":
+            raise ValueError(f"regularization must be 'auto', a number >= 0 or None, got "
+                             f"{regularization!r}")
+        return None, True
+    return _as_float(regularization, "regularization", "1/rad", nonneg=True), False
+
+
 def _diff(f, periodic):
     """Finite differences ``(gy, gx)`` of a 2-D array along its two axes.
 

@@ -196,6 +196,7 @@ from hyperspy_lorentz.physics import optics
 from hyperspy_lorentz.physics.forward import ForwardModel, NonFiniteError, _next_fast_len
 from hyperspy_lorentz.reconstruction._torch_common import (
     _as_float,
+    _regularization,
     _resolve_device,
     _torch_dtype,
     _tv,
@@ -621,15 +622,7 @@ def reconstruct_single_image(image, defocus, *, pixel_size, beam_energy, cs=1.0,
         raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
     max_iterations = int(max_iterations)
     tolerance = _as_float(tolerance, "tolerance", "relative", nonneg=True)
-    if regularization is None:
-        beta = 0.0
-    elif isinstance(regularization, str):
-        if regularization != "auto":
-            raise ValueError(f"regularization must be 'auto', a number >= 0 or None, got "
-                             f"{regularization!r}")
-        beta = None  # TV_RATE / g, resolved from the SITIE phase
-    else:
-        beta = _as_float(regularization, "regularization", "1/rad", nonneg=True)
+    beta, _ = _regularization(regularization)  # "auto": None, TV_RATE / g from SITIE
     lr = DEFAULT_LEARNING_RATE if learning_rate is None else _as_float(
         learning_rate, "learning_rate", "whitened units", positive=True)
     if progress is not None and not callable(progress):

@@ -14,6 +14,7 @@ import numpy as np
 from hyperspy_lorentz.physics import optics
 from hyperspy_lorentz.reconstruction._torch_common import (
     _as_float,
+    _regularization,
     _resolve_device,
     _torch_dtype,
 )
@@ -178,16 +179,9 @@ def _check_options(*, pixel_size, beam_energy, cs, theta_c, defocus_spread, asti
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     tolerance = _as_float(tolerance, "tolerance", "relative", nonneg=True)
-    auto_weight = False
-    if regularization is None:
-        beta = 0.0
-    elif isinstance(regularization, str):
-        if regularization != "auto":
-            raise ValueError(f"regularization must be 'auto', a number >= 0 or None, got "
-                             f"{regularization!r}")
-        beta, auto_weight = DEFAULT_TV_WEIGHT, True
-    else:
-        beta = _as_float(regularization, "regularization", "1/rad", nonneg=True)
+    beta, auto_weight = _regularization(regularization)
+    if auto_weight:
+        beta = DEFAULT_TV_WEIGHT  # the start of the data-derived rule
     if learning_rate is None:
         lr = 1.0 if optimizer == "lbfgs" else 0.05
     else:
