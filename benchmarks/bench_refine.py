@@ -143,7 +143,7 @@ def noise_free_series(size, phase_scale, drift):
     return np.asarray(s.data, dtype=float), truth, shifts
 
 
-def run_fit(images, nominal, dose, seed, refine_amplitude, max_iterations):
+def run_fit(images, nominal, dose, seed, refine_amplitude, max_iterations, replicates=None):
     from hyperspy_lorentz.reconstruction.ad import reconstruct_ad
 
     with warnings.catch_warnings(record=True) as caught:
@@ -151,7 +151,9 @@ def run_fit(images, nominal, dose, seed, refine_amplitude, max_iterations):
         t = time.perf_counter()
         res = reconstruct_ad(images, nominal, pixel_size=PIXEL_SIZE, likelihood="poisson", dose=dose,
                              refine=("defocus", "shifts"), refine_amplitude=refine_amplitude,
-                             max_iterations=max_iterations, seed=seed, **MICROSCOPE)
+                             max_iterations=max_iterations, seed=seed,
+                             bias_correction="auto" if replicates is None else replicates,
+                             **MICROSCOPE)
         elapsed = time.perf_counter() - t
     return res, elapsed, sorted({str(w.message)[:120] for w in caught})
 
@@ -239,6 +241,8 @@ def main(argv=None):
     p.add_argument("--scale-error", type=float, default=1.04, help="nominal / true defocus (default 1.04)")
     p.add_argument("--drift", type=float, default=2.0, help="largest drift component, px (default 2)")
     p.add_argument("--max-iterations", type=int, default=500, help="of reconstruct_ad (default 500)")
+    p.add_argument("--replicates", type=int, default=None,
+                   help="bootstrap replicates (bias_correction; default: the library's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--json", default=None, help="also write every fit and row to this file")
     a = p.parse_args(argv)
@@ -272,7 +276,7 @@ def main(argv=None):
             for seed in seeds:
                 rng = np.random.default_rng([seed, int(dose)])
                 images = rng.poisson(np.clip(clean[sel], 0, None) * dose).astype(float)
-                res, elapsed, msgs = run_fit(images, nominal, dose, seed, amp, a.max_iterations)
+                res, elapsed, msgs = run_fit(images, nominal, dose, seed, amp, a.max_iterations, a.replicates)
                 f = score(res, true_df, shifts[sel], truth)
                 f.update(seed=seed, time_s=elapsed, warnings=msgs)
                 fits.append(f)
@@ -288,7 +292,7 @@ def main(argv=None):
                   f"{row['accuracy']:6.3f} {ni:>10} {row['time_s']:7.1f}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(dict(
-            size=a.size, pixel_size=PIXEL_SIZE, microscope=MICROSCOPE, defocus_true=DEFOCUS,
+            replicates=a.replicates, size=a.size, pixel_size=PIXEL_SIZE, microscope=MICROSCOPE, defocus_true=DEFOCUS,
             scale_error=a.scale_error, drift=a.drift, seeds=seeds, rows=rows), indent=1))
     return rows
 

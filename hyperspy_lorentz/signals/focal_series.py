@@ -1026,13 +1026,16 @@ def _not_a_focal_series_message(dtype, signal_dimension):
         return (
             "A Lorentz focal series holds real image intensities, but this signal is "
             "complex (an exit wave or a hologram?). Make the intensities first, e.g. "
-            "i = s.amplitude ** 2; i.set_signal_type('lorentz_focal_series')."
+            "i = s.amplitude ** 2; i.set_signal_type('lorentz_focal_series'). A file that "
+            "carries this signal type (e.g. an FFT of a focal series saved by an older "
+            "version) loads with hs.load(filename, signal_type='')."
         )
     return (
         "A Lorentz focal series is a stack of 2-D images, but this signal has "
         f"{signal_dimension} signal dimension(s). Make the two image dimensions the signal "
         "axes first, e.g. s = s.as_signal2D((0, 1)) (or s.transpose(signal_axes=2)), then "
-        "s.set_signal_type('lorentz_focal_series')."
+        "s.set_signal_type('lorentz_focal_series'). A file that carries this signal type "
+        "loads with hs.load(filename, signal_type='')."
     )
 
 
@@ -1058,6 +1061,19 @@ class LorentzFocalSeries1D(_NotAFocalSeries):
 
 class LazyLorentzFocalSeries1D(LorentzFocalSeries1D):
     """Lazy twin of :class:`LorentzFocalSeries1D`."""
+
+    _lazy = True
+
+
+class LorentzFocalSeriesComplex1D(_NotAFocalSeries):
+    """Refuses complex one-dimensional signals as a focal series (see :class:`_NotAFocalSeries`)."""
+
+    _signal_dimension = 1
+    _lazy = False
+
+
+class LazyLorentzFocalSeriesComplex1D(LorentzFocalSeriesComplex1D):
+    """Lazy twin of :class:`LorentzFocalSeriesComplex1D`."""
 
     _lazy = True
 

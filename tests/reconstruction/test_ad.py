@@ -556,7 +556,8 @@ def test_reduced_chi2_is_near_one_for_the_right_model_and_not_for_a_wrong_one(ob
     kw = dict(pixel_size=PIX, beam_energy=KEV, likelihood="poisson", dose=dose, seed=0,
               bias_correction=0, **PERIODIC)
     right = reconstruct_ad(counts, df, refine=("shifts",), refine_amplitude=False, **kw)
-    wrong = reconstruct_ad(counts, df, **PHASE_ONLY, **kw)
+    with pytest.warns(UserWarning, match=r"does not explain the data.*refine=\('shifts',\)"):
+        wrong = reconstruct_ad(counts, df, **PHASE_ONLY, **kw)
     assert 0.5 < right.parameters["reduced_chi2"] < 1.2
     assert wrong.parameters["reduced_chi2"] > 1.2 * right.parameters["reduced_chi2"]
 
@@ -587,3 +588,25 @@ def test_noise_free_series_is_not_worse_than_a_noisy_one():
     assert max(free.parameters["noise_sigma_estimated"]) < ad_mod.NOISE_FLOOR
     assert phase_accuracy(free.phase, phase) >= phase_accuracy(noisy2.phase, phase) - 1e-3
     assert phase_accuracy(free.phase, phase) > 0.995
+
+
+def test_progress_count_agrees_with_a_coarse_pass_that_races(obj):
+    """At 128 px with optical parameters refined, a flat start runs a coarse pass
+    that races its own starts: every iteration reported to ``progress`` is in
+    ``iterations_all_fits`` (before, the coarse pass's race was left out), with and
+    without the race of the main fit."""
+    phase, _ = obj
+    phase = np.pad(phase, 16, mode="edge")
+    df = np.array([-0.8, 0.0, 0.8]) * MM
+    images = noisy(simulate_images(phase, None, df, PIX, KEV), 0.05)
+    for init in ("auto", "flat"):
+        calls = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = reconstruct_ad(images, df * 1.02, pixel_size=PIX, beam_energy=KEV,
+                                 refine=("defocus",), refine_amplitude=False,
+                                 max_iterations=240, seed=0, init=init,
+                                 progress=lambda it, loss: calls.append(it))
+        if init == "flat":
+            assert res.parameters["coarse_extra_iterations"] > 0  # the coarse pass raced
+        assert len(calls) == res.parameters["iterations_all_fits"]

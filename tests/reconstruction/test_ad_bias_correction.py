@@ -128,7 +128,9 @@ def test_poisson_likelihood_bootstraps_counts(clean):
     before = np.asarray(rec["uncorrected"]["defocus"]) / DF - 1.0
     after = res.defocus / DF - 1.0
     assert np.mean(np.abs(after)) <= np.mean(np.abs(before))
-    assert np.max(np.abs(after)) < 0.01
+    # the truth within 2 reported standard errors, and those errors a few per cent
+    se = res.standard_errors["defocus"] / np.abs(DF)
+    assert np.all(np.abs(after) <= 2.0 * se) and np.all(se < 0.03)
 
 
 def test_shifts_and_log_scaled_parameters_are_corrected_in_their_own_space(clean):

@@ -735,6 +735,8 @@ _REFUSING = [
     ("LazyLorentzFocalSeriesComplex", "complex", 2, True),
     ("LorentzFocalSeries1D", "real", 1, False),
     ("LazyLorentzFocalSeries1D", "real", 1, True),
+    ("LorentzFocalSeriesComplex1D", "complex", 1, False),
+    ("LazyLorentzFocalSeriesComplex1D", "complex", 1, True),
 ]
 
 
@@ -760,6 +762,7 @@ class TestNotAFocalSeries:
         [
             (lambda: hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex)), r"complex.*s\.amplitude \*\* 2"),
             (lambda: hs.signals.Signal1D(np.ones((3, 16))), r"stack of 2-D images.*1 signal dimension.*as_signal2D"),
+            (lambda: hs.signals.ComplexSignal1D(np.ones((3, 16), complex)), r"complex.*s\.amplitude \*\* 2"),
         ],
     )
     @pytest.mark.parametrize("lazy", [False, True])
@@ -777,6 +780,21 @@ class TestNotAFocalSeries:
         hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex)).save(tmp_path / "c.hspy")
         with pytest.raises(ValueError, match="complex"):
             hs.load(tmp_path / "c.hspy", signal_type="lorentz_focal_series")
+
+    def test_a_file_saved_with_the_signal_type_loads_as_the_message_says(self, tmp_path):
+        """A complex signal saved with signal_type 'lorentz_focal_series' (an FFT of a
+        focal series saved by an older version) is refused on load, and the way out
+        that the message names works."""
+        import h5py
+
+        hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex)).save(tmp_path / "c.hspy")
+        with h5py.File(tmp_path / "c.hspy", "r+") as f:  # as the old version wrote it
+            group = next(iter(f["Experiments"].values()))
+            group["metadata"]["Signal"].attrs["signal_type"] = "lorentz_focal_series"
+        with pytest.raises(ValueError, match=r"hs\.load\(filename, signal_type=''\)"):
+            hs.load(tmp_path / "c.hspy")
+        s = hs.load(tmp_path / "c.hspy", signal_type="")
+        assert isinstance(s, hs.signals.ComplexSignal2D) and s.data.shape == (3, 16, 16)
 
     def test_the_advice_works(self, refusing_classes):
         c = hs.signals.ComplexSignal2D(np.ones((3, 16, 16), complex))

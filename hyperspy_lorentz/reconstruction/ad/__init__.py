@@ -253,7 +253,7 @@ from hyperspy_lorentz.reconstruction.ad.optimiser import (  # noqa: F401
     _Optimiser,
 )
 from hyperspy_lorentz.reconstruction.ad.result import ADResult  # noqa: F401
-from hyperspy_lorentz.reconstruction.ad.solver import reconstruct_ad  # noqa: F401
+from hyperspy_lorentz.reconstruction.ad.solver import MISFIT_CHI2, reconstruct_ad  # noqa: F401
 from hyperspy_lorentz.reconstruction.ad.stages import (  # noqa: F401
     COARSE_PADDING,
     IDENTIFIABILITY_CHI2,
@@ -284,4 +284,5 @@ __all__ = [
     "BOOTSTRAP_REPLICATES",
     "BOOTSTRAP_SIGNIFICANCE",
     "INIT_RACE_ITERATIONS",
+    "MISFIT_CHI2",
 ]

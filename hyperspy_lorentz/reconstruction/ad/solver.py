@@ -39,6 +39,16 @@ from hyperspy_lorentz.reconstruction.ad.weight import _reduced_chi2, _refit_at_d
 
 __all__ = ["reconstruct_ad"]
 
+#: A fit whose reduced chi^2 (misfit per measured pixel in units of the noise) ends
+#: above this does not explain the data: a model that describes them gives about 1
+#: or less (the unknowns absorb part of the noise), with a scatter of
+#: ``sqrt(2 / M)`` for ``M`` pixels (0.005 for 5 x 128 x 128). The margin above 1
+#: is for the small model errors of real data (residuals 20 % above the noise are
+#: not a wrong basin); above it, the other starts of the race are fitted to
+#: convergence and, if none explains the data, a warning gives the figure and the
+#: likely causes.
+MISFIT_CHI2 = 1.5
+
 
 def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=0.01,
                    defocus_spread=500.0, astigmatism=0.0, astigmatism_angle=0.0,
@@ -185,6 +195,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     FloatingPointError
         If the loss is not finite even at the starting point.
     """
+    call = dict(locals())  # the arguments, for fits from the other starts
     t_start = time.perf_counter()
     imgs, df = _check_images(images, defocus)
     n, h, w = imgs.shape
@@ -283,11 +294,95 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     # and stages) and the bootstrap replicates
     settings["iterations_all_fits"] = int(
         (settings.get("init_race_iterations") or 0) + fit.total_it
+        + settings.get("coarse_extra_iterations", 0)
         + sum(boot.get("iterations", ())))
+    result = _result(fit, standard_errors, t_start)
+    top = _race and _pyramid is True  # not a trial of the race or the coarse pass
+    if top and race and not fit.interrupted and _misfit(result):
+        # the fit does not explain the data: the other starts, to convergence
+        retry = _other_starts(call, race, result)
+        if retry is not None:
+            result, caught = retry
+            for w_ in caught:
+                warnings.warn(w_.message, w_.category, stacklevel=2)
+            if _misfit(result):
+                warnings.warn(_misfit_message(result, o, n), stacklevel=2)
+            return result
     for name in fit.not_identifiable:
         warnings.warn(f"{name} is not identifiable from these data ({_why(name)}); "
                       f"{_kept(name)}", stacklevel=2)
-    return _result(fit, standard_errors, t_start)
+    if top and not fit.interrupted and _misfit(result):
+        warnings.warn(_misfit_message(result, o, n), stacklevel=2)
+    return result
+
+
+def _misfit(result):
+    """Whether a fit leaves a misfit the noise cannot explain: ``reduced_chi2`` above
+    :data:`MISFIT_CHI2`."""
+    chi2 = result.parameters.get("reduced_chi2")
+    return chi2 is not None and np.isfinite(chi2) and chi2 > MISFIT_CHI2
+
+
+def _other_starts(call, race, result):
+    """Fits from the starts of the race that lost it, each to convergence; the one
+    with the smallest ``reduced_chi2`` if it is below ``result``'s, with the
+    warnings it gave, else ``None``. Records the figures in
+    ``result.parameters["misfit_retry"]`` (and in the one returned), and counts
+    the iterations of all these fits in ``iterations_all_fits``."""
+    winner = min(race, key=race.get)
+    tried = {winner: float(result.parameters["reduced_chi2"])}
+    best = None
+    counted = {winner: int(result.parameters["iterations_all_fits"])}
+    for cand in race:
+        if cand == winner:
+            continue
+        kw = dict(call, init="tie" if cand == "tie" else "flat", _race=False,
+                  _pyramid="always" if cand == "coarse-to-fine" else call["_pyramid"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                trial = reconstruct_ad(**kw)
+            except (ValueError, FloatingPointError):
+                continue
+        if trial.interrupted:
+            break
+        tried[cand] = float(trial.parameters["reduced_chi2"])
+        counted[cand] = int(trial.parameters["iterations_all_fits"])
+        if tried[cand] < (tried[best[0]] if best else tried[winner]):
+            best = (cand, trial, list(caught))
+    record = dict(chosen=best[0] if best else winner, reduced_chi2=tried)
+    result.parameters["misfit_retry"] = record
+    # every fit run reported to ``progress``: the count is theirs together
+    result.parameters["iterations_all_fits"] = sum(counted.values())
+    if best is None:
+        return None
+    best[1].parameters["iterations_all_fits"] = sum(counted.values())
+    best[1].parameters["misfit_retry"] = record
+    best[1].parameters["init"] = best[0]
+    return best[1], best[2]
+
+
+def _misfit_message(result, o, n):
+    """The warning for a fit that does not explain the data, with the likely causes."""
+    chi2 = result.parameters["reduced_chi2"]
+    tried = result.parameters.get("misfit_retry", {}).get("reduced_chi2")
+    causes = []
+    if "defocus" not in o.refine:
+        causes.append("defocus values that are off (refine them: refine=('defocus',))")
+    if "shifts" not in o.refine:
+        causes.append("images that drift (refine=('shifts',), or register them first)")
+    if n <= 3:
+        causes.append(f"too few images for a strong phase ({n}; add images at more defocus "
+                      f"values)")
+    if not result.converged and result.iterations >= o.max_iterations:
+        causes.append(f"a fit stopped at max_iterations={o.max_iterations} (raise it)")
+    causes.append("wrong optical parameters or pixel size (beam energy, Cs, theta_c, "
+                  "defocus spread)")
+    starts = (" from every start (" + ", ".join(f"{k} {v:.2f}" for k, v in tried.items()) + ")"
+              if tried else "")
+    return (f"AD reconstruction: the fit does not explain the data: reduced chi^2 "
+            f"{chi2:.2f}{starts}, where a model that describes the data gives about 1 or "
+            f"less. The phase may be in a wrong basin. Likely causes: " + "; ".join(causes))
 
 
 def _why(name):

@@ -79,7 +79,8 @@ def _race_starts(solve, imgs, df, o, *, dose, initial_amplitude, pyramid):
             stages_run = trial.parameters["stages"]
             race[cand] = float(stages_run[-1]["loss"] if stages_run
                                else min(trial.loss_history, default=math.inf))
-            race_iterations += trial.iterations
+            # all that the trial reported to ``progress`` (its coarse pass included)
+            race_iterations += trial.parameters["iterations_all_fits"]
             if trial.interrupted:
                 trial.parameters["init_race"] = race
                 trial.parameters["init_race_iterations"] = race_iterations
@@ -195,6 +196,9 @@ def _coarse_pass(fit, solve, imgs, df, *, dose, dose_n, initial_amplitude):
             _shift_reference=o.shift_reference)
     fit.losses += coarse.loss_history
     fit.total_it += coarse.iterations
+    # what the coarse pass reported to ``progress`` besides its fit (its own race)
+    fit.settings["coarse_extra_iterations"] = (coarse.parameters["iterations_all_fits"]
+                                               - coarse.iterations)
     fit.evaluations += coarse.parameters["evaluations"]
     fit.stage_info.append(dict(refine=list(optical), iterations=coarse.iterations,
                                converged=coarse.converged, binning=b,
