@@ -138,10 +138,12 @@ def run_case(key, phase, amplitude, seed=0):
     out["ratio"] = out["time_per_iteration"] / floor
     if "amplitude" in res.refined:
         out["amplitude_accuracy"] = phase_accuracy(res.amplitude, _in_reference_frame(amplitude, c, res))
+    if "defocus" in res.not_identifiable:  # held at the nominal values
+        out["defocus_test"] = res.parameters.get("defocus_test")
     if "defocus" in res.refined:
         out["defocus_nm"] = res.defocus.tolist()
         out["defocus_rel_error"] = (res.defocus / df - 1.0).tolist()
-        if boot:
+        if boot and "defocus" in boot["uncorrected"]:
             out["defocus_uncorrected_rel_error"] = (
                 np.asarray(boot["uncorrected"]["defocus"]) / df - 1.0).tolist()
             if "defocus" in res.standard_errors:

@@ -570,7 +570,10 @@ def test_progress_reports_race_fit_and_bootstrap_iterations(pair):
                          progress=lambda it, loss: calls.append((it, loss)))
     boot = res.parameters["bias_correction"]["iterations"]
     assert res.parameters["init_race_iterations"] > 0 and sum(boot) > 0
-    assert len(calls) == res.parameters["init_race_iterations"] + res.iterations + sum(boot)
+    test = res.parameters["defocus_test"]["iterations"]  # the fit at the nominal defocus
+    assert test > 0
+    assert len(calls) == res.parameters["init_race_iterations"] + res.iterations + test + sum(boot)
+    assert len(calls) == res.parameters["iterations_all_fits"]
     assert all(np.isfinite(loss) for _, loss in calls)
 
 

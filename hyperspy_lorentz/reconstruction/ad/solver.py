@@ -295,6 +295,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
     settings["iterations_all_fits"] = int(
         (settings.get("init_race_iterations") or 0) + fit.total_it
         + settings.get("coarse_extra_iterations", 0)
+        + ((settings.get("defocus_test") or {}).get("iterations") or 0)
         + sum(boot.get("iterations", ())))
     result = _result(fit, standard_errors, t_start)
     top = _race and _pyramid is True  # not a trial of the race or the coarse pass
@@ -392,6 +393,10 @@ def _why(name):
     if name in ("defocus offset", "defocus scale"):
         return (f"fits of simulated data started from the nominal values recover less than "
                 f"half of a miscalibration of the common {name.split()[1]}")
+    if name == "defocus":
+        return ("the refined values explain the images no better than the nominal ones: "
+                "the misfit improves by less than the 95 % point of chi^2 with one "
+                "degree of freedom per image (a likelihood-ratio test)")
     if name == "shift tilt":
         return ("a drift that grows with the defocus (a beam tilt) moves the images as a "
                 "phase ramp, a uniform in-plane induction, does; only the prior separates "
@@ -406,4 +411,6 @@ def _kept(name):
         return "the drift is reported with wider error bars"
     if name.startswith("shifts of image"):
         return "its shift was kept at 0"
+    if name == "defocus":
+        return "the nominal defocus values were kept and the exit wave fitted at them"
     return "it was kept at its given value"
