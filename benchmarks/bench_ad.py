@@ -212,7 +212,12 @@ def memory_child(n, h, w, iterations, refine):
     print(json.dumps(dict(
         shape=[n, h, w], refine=list(refine), iterations=res.iterations, time_s=elapsed,
         peak_added_bytes=int(added), method="VmHWM reset" if reset else "ru_maxrss delta",
-        input_bytes=int(images.nbytes), estimate_bytes=int(estimate_memory((h, w), n, refine)),
+        input_bytes=int(images.nbytes),
+        # the estimate for the canvas the fit used (the free border from the physics,
+        # not estimate_memory's default of a quarter of the image)
+        estimate_bytes=int(estimate_memory((h, w), n, refine,
+                                           border=res.parameters.get("canvas_border"))),
+        canvas=res.parameters.get("canvas_shape"),
         torch_threads=torch.get_num_threads())))
 
 
@@ -301,8 +306,10 @@ def main(argv=None):
         results["memory"] = m
         print(f"\nmemory: {n} x {h} x {w}, refine={refine}, {m['iterations']} iterations "
               f"in {m['time_s']:.1f} s: peak added {m['peak_added_bytes'] / 2**30:.2f} GiB "
-              f"({m['method']}), estimate {m['estimate_bytes'] / 2**30:.2f} GiB, input "
-              f"{m['input_bytes'] / 2**30:.2f} GiB")
+              f"({m['method']}) on a {m['canvas'][0]} x {m['canvas'][1]} canvas, estimate "
+              f"{m['estimate_bytes'] / 2**30:.2f} GiB "
+              f"({m['estimate_bytes'] / max(m['peak_added_bytes'], 1):.2f} x the peak; "
+              f"it includes a 20 % margin), input {m['input_bytes'] / 2**30:.2f} GiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
