@@ -34,9 +34,11 @@ Objective
 As in :mod:`~hyperspy_lorentz.reconstruction.ad`, every term is a negative
 log-probability divided by the number ``M = H W`` of pixels:
 
-* ``likelihood="poisson"`` (default): ``sum (lam - k log lam) - const`` with
-  ``lam = dose I / <I>`` and ``k`` the counts (the constant makes the loss the
-  half Poisson deviance per pixel, about 0.5 at the solution);
+* ``likelihood="poisson"`` (default): ``sum (lam - k - k log(lam / k))`` with
+  ``lam = dose I / <I>`` and ``k`` the counts: the half Poisson deviance per
+  pixel, about 0.5 at the solution, summed pixel by pixel (the negative
+  log-likelihood less its value at ``lam = k``; the two summed apart lost the
+  difference to float32 rounding at high counts);
 * ``likelihood="gaussian"``: ``sum (sqrt(I/<I>) - sqrt(y/<y>))^2 / (2 sigma^2)``
   on amplitudes, ``sigma`` estimated from the image
   (:func:`~hyperspy_lorentz.reconstruction.tie.estimate_noise`);
@@ -389,10 +391,7 @@ class _Objective:
         self.m = float(data.numel())
         self.shape = tuple(phase0.shape)
         if likelihood == "poisson":
-            k = data.to(torch.float64)
-            klogk = torch.where(k > 0, k * torch.log(torch.clamp(k, min=1e-30)),
-                                torch.zeros_like(k))
-            self.const = float((k - klogk).sum()) / self.m
+            self.counts_floor = torch.clamp(data, min=1.0)  # k where k > 0
 
     def phase(self, u):
         """Canvas phase of the whitened variables ``u``."""
@@ -404,19 +403,24 @@ class _Objective:
         img = self.model(phi, None, defocus)[0, t:b, l:r]
         return img / img.mean()
 
+    def _poisson(self, img):
+        """Half the Poisson deviance per pixel, ``sum (lam - k - k ln(lam / k)) / M``,
+        each pixel's term formed before the sum (the NLL and its saturated part
+        summed apart lose the difference to float32 rounding at high counts)."""
+        lam = self.dose * img + 1e-12
+        return (lam - self.data - self.data * torch.log(lam / self.counts_floor)).sum() / self.m
+
     def data_loss(self, phi, defocus):
         img = self.image(phi, defocus)
         if self.likelihood == "poisson":
-            lam = self.dose * img
-            return (lam - self.data * torch.log(lam + 1e-12)).sum() / self.m - self.const
+            return self._poisson(img)
         r = torch.sqrt(img + 1e-6) - self.data
         return 0.5 * self.weight * (r * r).sum() / self.m
 
     def loss_of_phase(self, phi, defocus):
         img = self.image(phi, defocus)
         if self.likelihood == "poisson":
-            lam = self.dose * img
-            loss = (lam - self.data * torch.log(lam + 1e-12)).sum() / self.m - self.const
+            loss = self._poisson(img)
         else:
             r = torch.sqrt(img + 1e-6) - self.data
             loss = 0.5 * self.weight * (r * r).sum() / self.m
