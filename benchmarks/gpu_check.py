@@ -91,13 +91,16 @@ def summed_terms(problem):
 
 
 def device_fft_floor(device):
-    """``bench_ad.fft_floor`` on ``device``: ``2N + 2`` complex64 FFTs of ``shape``."""
+    """``bench_ad.fft_floor`` on ``device``: ``2N + 2`` complex64 FFTs of ``shape`` and an
+    ``rfft2``/``irfft2`` pair in each pass of each whitened field."""
     import torch
 
     from profile_ad import _sync
 
-    def floor(shape, n_images, repeat=5):
+    def floor(shape, n_images, fields=1, repeat=5):
+        shape = tuple(shape)
         z = torch.randn(shape, dtype=torch.complex64, device=device)
+        r = torch.randn(shape, dtype=torch.float32, device=device)
         torch.fft.fft2(z)
         _sync(device)
         times = []
@@ -105,6 +108,8 @@ def device_fft_floor(device):
             t = time.perf_counter()
             for _ in range(2 * n_images + 2):
                 torch.fft.fft2(z)
+            for _ in range(2 * fields):
+                torch.fft.irfft2(torch.fft.rfft2(r), s=shape)
             _sync(device)
             times.append(time.perf_counter() - t)
         return float(np.median(times))
@@ -252,7 +257,8 @@ def check_fit(device, n, size, iterations):
                          tolerance=0.0, init="flat", bias_correction=0)
     elapsed = time.perf_counter() - t
     its = max(res.iterations, 1)
-    floor = device_fft_floor(device)((size, size), n)
+    canvas = res.parameters.get("canvas_shape") or (size, size)
+    floor = device_fft_floor(device)(canvas, n, 1 + ("amplitude" in res.refined))
     est = estimate_memory((size, size), n) / 2**30
     mem = (f", peak {(torch.cuda.max_memory_allocated(device) - base) / 2**30:.2f} GiB "
            f"(est {est:.2f})" if cuda else f", est {est:.2f} GiB")
