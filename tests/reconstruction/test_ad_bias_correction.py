@@ -181,6 +181,8 @@ def test_defocus_that_does_not_beat_the_nominal_values_is_held(dose):
         assert not test["identifiable"] and test["chi2_gain"] < test["threshold"]
         assert "defocus" in res.not_identifiable
         np.testing.assert_array_equal(res.defocus, nominal)
+        # the misfit reported is that of the fit returned, at the nominal values
+        assert res.parameters["reduced_chi2"] == pytest.approx(test["reduced_chi2_nominal"])
         assert any("likelihood-ratio" in str(w.message) for w in caught)
     else:
         assert test["identifiable"] and test["chi2_gain"] > test["threshold"]

@@ -292,8 +292,10 @@ def _defocus_against_nominal(fit, nominal_defocus, budget):
     kept = bool(gain >= threshold) and math.isfinite(gain)
     if not kept:
         fit.start = alt
+        fit.settings["reduced_chi2"] = chi2_nominal / m  # the misfit of what is returned
     return dict(chi2_gain=float(gain), threshold=threshold, level=NOMINAL_TEST_LEVEL,
-                identifiable=kept, iterations=int(opt.iterations))
+                identifiable=kept, iterations=int(opt.iterations),
+                reduced_chi2_refined=chi2_fit / m, reduced_chi2_nominal=chi2_nominal / m)
 
 
 def _correct_bias(fit, n_boot, *, sigma, dose, nominal_defocus):
