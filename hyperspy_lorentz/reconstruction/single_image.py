@@ -109,7 +109,7 @@ Weight rules and when they fail
   1000 e-/px need 750-850 (0.967 at 500, 0.985 at convergence).
 * Islands *windows* (the array crossing the frame, 1000 e-/px) stayed at about
   0.63 with Adam: the strong edges cut by the frame stalled it. L-BFGS, the
-  default since, reaches 0.984 (see "Optimisation").
+  default since, reaches 0.985 (see "Optimisation").
 
 Specimens of :mod:`hyperspy_lorentz.data`, 128 x 128 pixels, the image of
 most contrast, accuracy against the total phase (noise seeds 0 / 1; before:
@@ -122,12 +122,12 @@ specimen, dose (e-/px)          before           now (Adam)       L-BFGS
 ==============================  ===============  ===============  ======
 islands isolated, 1000          0.745 / 0.748    0.985 / 0.987    0.982
 islands isolated, 100           0.958 / 0.957    0.973 / 0.972    0.973
-islands window, 1000            0.503 / 0.502    0.636 / 0.629    0.984
-islands window, 100             0.952 / 0.956    0.984 / 0.985    0.985
+islands window, 1000            0.503 / 0.502    0.636 / 0.629    0.985
+islands window, 100             0.952 / 0.956    0.984 / 0.985    0.984
 skyrmion lattice window, 1000   0.988 / 0.988    0.980 / 0.980    0.980
 skyrmion lattice window, 100    0.982 / 0.983    0.979 / 0.980    0.979
 domain walls window, 1000       0.595 / 0.593    0.807 / 0.803    0.807
-vortex discs isolated, 1000     0.495 / 0.497    0.921 / 0.924    0.947
+vortex discs isolated, 1000     0.495 / 0.497    0.921 / 0.924    0.948
 ==============================  ===============  ===============  ======
 
 (The vortex discs absorb: their amplitude is not uniform, against the model.)
@@ -160,18 +160,18 @@ when the best loss improved by less than ``tolerance`` (relative) over
 ``KeyboardInterrupt`` (best iterate, ``interrupted=True``, a warning) or when
 the loss becomes NaN (best finite iterate, a RuntimeWarning).
 
-L-BFGS against Adam on every row of ``benchmarks/bench_specimens.py`` at
-128 x 128 (seed 0, one thread): the same accuracy (within 0.005) in the rows
-where both converge, in a third to a sixth of the time (the lattice window at
-100 e-/px: 32 iterations, 0.1 s, against 216 and 0.7 s); better where Adam
-stalled at its 1000 iterations -- islands crossing the frame at 1000 e-/px
-0.984 against 0.636, islands at 1e4 e-/px 0.989 against 0.486, noise-free
-lattice and stripe windows 0.920 and 0.966 against 0.739 and 0.822. Worse on
-the paper's object (0.64 against 0.75 periodic at 100 e-/px, 0.44 against 0.62
-at 10), whose amplitude is not uniform as the model assumes: L-BFGS stops at a
-higher loss there, and on the absorbing vortex discs (0.68-0.95 against
-0.73-0.96). Noise-free islands stay poor with both (0.34-0.55 against
-0.11-0.41): 1000 iterations are not enough.
+L-BFGS against Adam on every row of ``benchmarks/bench_specimens.py`` (one
+seed per row; 48 rows at 128 x 128 and 48 at 256 x 256): better by more than
+0.005 in 13 and 15 rows, worse in 6 and 5, the same in the rest, in about the
+same wall time (58 s against 57 s for the 48 rows at 128 px; the set-up
+dominates a small fit). Better where Adam stalled at its 1000 iterations:
+islands crossing the frame at 1000 e-/px 0.985 against 0.649 (0.915 against
+0.626 at 256 px), noise-free lattice and stripe windows 0.921 and 0.964 against
+0.739 and 0.822. Worse on the absorbing vortex discs (by 0.02-0.10) and on the
+noise-free domain walls (0.927 against 0.960 periodic), where L-BFGS reaches a
+lower loss than Adam but a phase further from the truth: the model (uniform
+amplitude) or the prior, not the optimiser, is then what fails. Noise-free
+islands stay poor with both (0.34-0.55 at 128 px).
 
 Benchmark
 ---------

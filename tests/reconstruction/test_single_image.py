@@ -206,8 +206,8 @@ def test_unknown_optimizer_is_refused(small):
 def test_islands_crossing_the_frame():
     """Islands in vacuum cut by the frame, 1000 e-/px, the image of most contrast:
     the strong edges at the frame stalled Adam (0.636 after its 1000 iterations);
-    L-BFGS, the focal-series fits' optimiser, reaches 0.98 in about a third of the
-    time. Adam is kept as ``optimizer="adam"``."""
+    L-BFGS, the focal-series fits' optimiser, reaches 0.98. Adam is kept as
+    ``optimizer="adam"``."""
     from hyperspy_lorentz import data
     from hyperspy_lorentz.reconstruction.metrics import phase_accuracy
 
