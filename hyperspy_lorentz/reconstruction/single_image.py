@@ -222,7 +222,7 @@ from hyperspy_lorentz.reconstruction._torch_common import (
     _tv,
 )
 from hyperspy_lorentz.reconstruction.ad import ADResult
-from hyperspy_lorentz.reconstruction.canvas import ENVELOPE_CUTOFF, free_border
+from hyperspy_lorentz.reconstruction.canvas import free_border
 from hyperspy_lorentz.reconstruction.tie import estimate_noise, sitie_phase
 
 __all__ = [
