@@ -170,7 +170,8 @@ when the best loss improved by less than ``tolerance`` (relative) over
 the loss becomes NaN (best finite iterate, a RuntimeWarning).
 
 L-BFGS against Adam on every row of ``benchmarks/bench_specimens.py`` (one
-seed per row; 48 rows at 128 x 128 and 48 at 256 x 256): better by more than
+seed per row; 48 rows at 128 x 128 and 48 at 256 x 256; measured with the
+earlier 0.1 % noise floor): better by more than
 0.005 in 13 and 15 rows, worse in 6 and 5, the same in the rest, in about the
 same wall time (58 s against 57 s for the 48 rows at 128 px; the set-up
 dominates a small fit). Better where Adam stalled at its 1000 iterations:
@@ -180,7 +181,8 @@ islands crossing the frame at 1000 e-/px 0.985 against 0.649 (0.915 against
 noise-free domain walls (0.927 against 0.960 periodic), where L-BFGS reaches a
 lower loss than Adam but a phase further from the truth: the model (uniform
 amplitude) or the prior, not the optimiser, is then what fails. Noise-free
-islands stay poor with both (0.34-0.55 at 128 px).
+islands stayed poor with both (0.34-0.55 at 128 px) until the noise floor was
+raised to 1 % (0.986 / 0.860 isolated / window; see "Objective").
 
 Benchmark
 ---------
