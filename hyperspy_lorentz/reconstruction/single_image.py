@@ -236,6 +236,7 @@ from hyperspy_lorentz.reconstruction.ad import ADResult
 # the floor of the estimated relative amplitude noise of the Gaussian likelihood:
 # the focal-series fits' (1 %), which stands for the model's own error
 from hyperspy_lorentz.reconstruction.ad.data import NOISE_FLOOR
+from hyperspy_lorentz.reconstruction.ad.objective import _PoissonData
 from hyperspy_lorentz.reconstruction.canvas import free_border
 from hyperspy_lorentz.reconstruction.tie import estimate_noise, sitie_phase
 
@@ -421,8 +422,6 @@ class _Objective:
         self.ridge = ridge
         self.m = float(data.numel())
         self.shape = tuple(phase0.shape)
-        if likelihood == "poisson":
-            self.counts_floor = torch.clamp(data, min=1.0)  # k where k > 0
 
     def phase(self, u):
         """Canvas phase of the whitened variables ``u``."""
@@ -435,11 +434,11 @@ class _Objective:
         return img / img.mean()
 
     def _poisson(self, img):
-        """Half the Poisson deviance per pixel, ``sum (lam - k - k ln(lam / k)) / M``,
-        each pixel's term formed before the sum (the NLL and its saturated part
-        summed apart lose the difference to float32 rounding at high counts)."""
-        lam = self.dose * img + 1e-12
-        return (lam - self.data - self.data * torch.log(lam / self.counts_floor)).sum() / self.m
+        """Half the Poisson deviance per pixel of the mean-normalised image ``img``:
+        the focal-series fits' fused kernel
+        (``_PoissonData`` of :mod:`~hyperspy_lorentz.reconstruction.ad.objective`), which
+        forms each pixel's ``lam - k - k ln(lam / k)`` before the sum."""
+        return _PoissonData.apply(img[None], None, self.data[None], self.dose, 1.0 / self.m)
 
     def data_loss(self, phi, defocus):
         img = self.image(phi, defocus)
