@@ -85,22 +85,29 @@ CASES = {
 }
 
 
-def fft_floor(shape, n_images, fields=1, repeat=5):
+def fft_floor(shape, n_images, fields=1, repeat=5, device="cpu"):
     """Seconds for 2N+2 complex64 FFTs of ``shape`` and an ``rfft2``/``irfft2``
     pair in the forward and the backward pass of each of ``fields`` whitened
-    fields (median of ``repeat``)."""
+    fields, on ``device`` (median of ``repeat``; CUDA synchronised)."""
     import torch
 
-    z = torch.randn(tuple(shape), dtype=torch.complex64)
-    r = torch.randn(tuple(shape), dtype=torch.float32)
+    def sync():
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+
+    shape = tuple(shape)
+    z = torch.randn(shape, dtype=torch.complex64, device=device)
+    r = torch.randn(shape, dtype=torch.float32, device=device)
     torch.fft.fft2(z)
+    sync()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         for _ in range(2 * n_images + 2):
             torch.fft.fft2(z)
         for _ in range(2 * fields):
-            torch.fft.irfft2(torch.fft.rfft2(r), s=tuple(shape))
+            torch.fft.irfft2(torch.fft.rfft2(r), s=shape)
+        sync()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 

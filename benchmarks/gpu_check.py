@@ -62,8 +62,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
@@ -91,30 +89,12 @@ def summed_terms(problem):
 
 
 def device_fft_floor(device):
-    """``bench_ad.fft_floor`` on ``device``: ``2N + 2`` complex64 FFTs of ``shape`` and an
-    ``rfft2``/``irfft2`` pair in each pass of each whitened field."""
-    import torch
+    """``bench_ad.fft_floor`` on ``device``."""
+    import functools
 
-    from profile_ad import _sync
+    import bench_ad
 
-    def floor(shape, n_images, fields=1, repeat=5):
-        shape = tuple(shape)
-        z = torch.randn(shape, dtype=torch.complex64, device=device)
-        r = torch.randn(shape, dtype=torch.float32, device=device)
-        torch.fft.fft2(z)
-        _sync(device)
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            for _ in range(2 * n_images + 2):
-                torch.fft.fft2(z)
-            for _ in range(2 * fields):
-                torch.fft.irfft2(torch.fft.rfft2(r), s=shape)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        return float(np.median(times))
-
-    return floor
+    return functools.partial(bench_ad.fft_floor, device=device)
 
 
 @contextlib.contextmanager
