@@ -18,8 +18,8 @@ a per-image intensity scale. Units and signs follow :ref:`conventions`
 iterations of a fit (frequency grids, the ``Cs`` phase, the temporal envelope,
 the aperture). The transfer function is
 
-* cached (with its complex conjugate, keyed on the parameter values) when no
-  optical parameter requires a gradient -- the fast path for fitting the phase
+* cached (keyed on the parameter values) when no optical parameter requires a
+  gradient -- the fast path for fitting the phase
   and amplitude (and the intensity scales);
 * cached without the shifts, times separable 1-D shift ramps, when the shifts
   are the only learnt optical parameters;
@@ -27,13 +27,16 @@ the aperture). The transfer function is
 
 The forward and backward passes are a custom :class:`torch.autograd.Function`
 that performs exactly ``N + 1`` complex FFTs in each direction and saves only
-the ``N`` image waves (plus ``F[psi]`` when optical parameters are learnt):
+the ``N`` image waves inside the field of view (plus ``F[psi]`` when optical
+parameters are learnt):
 gradients with respect to defocus, ``theta_c``, astigmatism, shifts and scale
 are reduced analytically from the product of saved spectra, so no
 ``(N, H, W)`` autograd graph of the transfer function is kept. The
 ``1 / (H W)`` of the inverse FFT is folded into the cached transfer function,
 and temporaries live in work buffers owned by the model, reused between calls
-(a model instance is therefore not thread-safe). The backward pass is
+(a model instance is therefore not thread-safe). The backward pass works with
+the complex conjugates of the adjoint spectra (``conj(F[g]) = F^-1[conj(g)]``
+unscaled), so the conjugate transfer functions are never formed or stored. The backward pass is
 once-differentiable (no double backward).
 
 This module knows nothing about HyperSpy.
@@ -199,7 +202,6 @@ class ForwardModel:
         self._build_grids()
         self._cache_key = None
         self._cache_T = None
-        self._cache_Tc = None
         self._ws = {}
         self._zero = torch.zeros((), dtype=self.dtype, device=self.device)
 
@@ -243,7 +245,6 @@ class ForwardModel:
         """Free the cached transfer functions and work buffers."""
         self._cache_key = None
         self._cache_T = None
-        self._cache_Tc = None
         self._ws = {}
 
     def _work(self, name, shape, dtype, zero_border=False):
@@ -455,19 +456,18 @@ class ForwardModel:
         return ry.to(self.complex_dtype), rx.to(self.complex_dtype)
 
     def _transfer(self, vals, learnable):
-        """(T, conj(T)); conj(T) is None when T is rebuilt for learnt parameters."""
+        """T: cached, or rebuilt when parameters are learnt."""
         if learnable:
-            return self._build_transfer(vals), None
+            return self._build_transfer(vals)
         key = (tuple(vals["df"]), tuple(vals["theta"]),
                None if vals["astig"] is None else tuple(vals["astig"]),
                None if vals["angle"] is None else tuple(vals["angle"]),
                None if vals["shifts"] is None else tuple(vals["shifts"]))
         if key != self._cache_key:
-            self._cache_T = self._cache_Tc = None  # free before allocating the new ones
+            self._cache_T = None  # free before allocating the new one
             self._cache_T = self._build_transfer(vals)
-            self._cache_Tc = torch.conj_physical(self._cache_T)
             self._cache_key = key
-        return self._cache_T, self._cache_Tc
+        return self._cache_T
 
     def transfer(self, defocus, *, theta_c=None, astigmatism=None, astigmatism_angle=None,
                  shifts=None):
@@ -487,7 +487,7 @@ class ForwardModel:
         _, _, vals = self._parameters(defocus, theta_c, astigmatism, astigmatism_angle,
                                       shifts, None)
         hp, wp = self.padded_shape
-        return self._transfer(vals, learnable=False)[0] * (hp * wp)
+        return self._transfer(vals, learnable=False) * (hp * wp)
 
     # ------------------------------------------------------------------ call
     def __call__(self, phase, amplitude=None, defocus=None, *, theta_c=None, astigmatism=None,
@@ -539,14 +539,14 @@ class ForwardModel:
         ramps = None
         if not learnable and grad and sh is not None and sh.requires_grad:
             # only the shifts are learnt: cached T without shifts, separable ramps
-            T, Tc = self._transfer(dict(vals, shifts=None), False)
+            T = self._transfer(dict(vals, shifts=None), False)
             ramps = self._ramps(vals["shifts"])
         else:
-            T, Tc = self._transfer(vals, learnable)
+            T = self._transfer(vals, learnable)
         inputs = (phase_p, amp_p, sc) + optical
         if grad and any(t is not None and t.requires_grad for t in inputs):
             keep_spectrum = learnable or ramps is not None
-            return _Images.apply(phase_p, amp_p, sc, df, theta, astig, angle, sh, T, Tc, ramps,
+            return _Images.apply(phase_p, amp_p, sc, df, theta, astig, angle, sh, T, ramps,
                                  self, vals, keep_spectrum)
         with torch.no_grad():
             images, _, _ = _forward(self, phase_p, amp_p, T, None, vals, save=False)
@@ -555,9 +555,10 @@ class ForwardModel:
 
 # ---------------------------------------------------------------------- kernels
 def _forward(model, phase, amplitude, T, ramps, vals, save):
-    """Images (N, H, W); also the padded image waves and F[psi] if ``save``.
+    """Images (N, H, W); also the image waves in the crop window and F[psi] if ``save``.
 
-    The waves are the ``ifft2`` outputs themselves (no copy). ``ramps`` (or None)
+    The waves are the ``ifft2`` outputs themselves without a border, else a copy
+    of their crop window (all the backward pass reads). ``ramps`` (or None)
     are separable shift ramps ``(ry (N, Hp), rx (N, Wp))`` applied after ``T``.
     """
     hp, wp = model.padded_shape
@@ -595,7 +596,7 @@ def _forward(model, phase, amplitude, T, ramps, vals, save):
             torch.addcmul(zero, wc.real, wc.real, value=s_k, out=ik)
             ik.addcmul_(wc.imag, wc.imag, value=s_k)
         if save:
-            waves.append(wk)
+            waves.append(wc.clone() if cropped else wk)
         del wk, wc
     return images, waves, psi_hat
 
@@ -604,20 +605,18 @@ class _Images(torch.autograd.Function):
     """Custom autograd for the focal-series forward model (see module docstring)."""
 
     @staticmethod
-    def forward(ctx, phase, amplitude, scale, defocus, theta, astig, angle, shifts, T, Tc,
+    def forward(ctx, phase, amplitude, scale, defocus, theta, astig, angle, shifts, T,
                 ramps, model, vals, keep_spectrum):
         images, waves, psi_hat = _forward(model, phase, amplitude, T, ramps, vals, save=True)
         ctx.save_for_backward(phase, amplitude, psi_hat if keep_spectrum else None, *waves)
-        ctx.T, ctx.Tc, ctx.model, ctx.vals = T, Tc, model, vals
-        ctx.ramps = None if ramps is None else (ramps[0].conj().resolve_conj(),
-                                                ramps[1].conj().resolve_conj())
+        ctx.T, ctx.model, ctx.vals, ctx.ramps = T, model, vals, ramps
         return images
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         phase, amplitude, psi_hat, *waves = ctx.saved_tensors
-        T, Tc, model, vals, cramps = ctx.T, ctx.Tc, ctx.model, ctx.vals, ctx.ramps
+        T, model, vals, ramps = ctx.T, ctx.model, ctx.vals, ctx.ramps
         nig = ctx.needs_input_grad
         need_phase, need_amp, need_scale = nig[0], nig[1], nig[2]
         need_df, need_theta, need_astig, need_angle, need_shift = nig[3:8]
@@ -633,67 +632,67 @@ class _Images(torch.autograd.Function):
         cd, rd, dev = model.complex_dtype, model.dtype, model.device
         G = grad_out
 
-        # G_k W_k on the padded grid, zero outside the crop window (kept zero)
+        # conj(G_k W_k) on the padded grid, zero outside the crop window (kept zero).
+        # Everything below is the complex conjugate of the textbook adjoint:
+        # conj(DFT[x]) = IDFT[conj(x)] (unscaled), so conj(T_k) is never needed.
         gw = model._work("gw", (hp, wp), cd, zero_border=True)
         acc = None
         if need_wave:
             acc = model._work("psi", (hp, wp), cd)
             acc.zero_()
-        tcb = model._work("u", (hp, wp), cd) if Tc is None else None
-        cph = (torch.conj_physical(psi_hat, out=model._work("cph", (hp, wp), cd))
-               if need_opt else None)
 
         g = {name: torch.zeros(n, dtype=rd, device=dev) if flag else None
              for name, flag in (("scale", need_scale), ("df", need_df), ("theta", need_theta),
                                 ("astig", need_astig), ("angle", need_angle))}
         g_shift = torch.zeros((n, 2), dtype=rd, device=dev) if need_shift else None
         env_cache = {}
-        gg = torch.view_as_real(model._work("gg", (h, w), cd))  # (G, G) interleaved
-        gwr = torch.view_as_real(gw)[t:t + h, l:l + w]
+        gg = torch.view_as_real(model._work("gg", (h, w), cd))  # (G, -G) interleaved
+        gwin = gw[t:t + h, l:l + w]
+        gwr = torch.view_as_real(gwin)
         for k in range(n):
-            wk = waves[k]
+            wk = waves[k]  # the crop window
             two_s = 2.0 * vals["scale"][k]
-            # G_k W_k via a real product with G duplicated (faster than promoting G)
-            torch.complex(G[k], G[k], out=torch.view_as_complex(gg))
-            torch.mul(torch.view_as_real(wk)[t:t + h, l:l + w], gg, out=gwr)
+            # G_k conj(W_k) via a real product with (G, -G) (faster than promoting G)
+            torch.complex(G[k], -G[k], out=torch.view_as_complex(gg))
+            torch.mul(torch.view_as_real(wk), gg, out=gwr)
             if need_scale:
-                # sum G |W|^2 = Re sum conj(W) (G W)
-                g["scale"][k] = torch.vdot(wk.reshape(-1), gw.reshape(-1)).real
+                # sum G |W|^2 = Re sum W (G conj(W))
+                g["scale"][k] = (wk * gwin).sum().real
             if not (need_wave or need_opt):
                 continue
             # W_k = IDFT[psi_hat T_k] (unscaled inverse, T_k holds the 1/(Hp Wp)), so
-            # dL/dU_k = DFT[dL/dW_k] with dL/dW_k = 2 s_k G_k W_k
-            fk = torch.fft.fft2(gw)
-            if cramps is not None:  # conj of the shift ramp, part of conj(T_k)
-                fk.mul_(cramps[0][k, :, None]).mul_(cramps[1][k, None, :])
-            tck = Tc[k] if Tc is not None else torch.conj_physical(T[k], out=tcb)
+            # dL/dU_k = DFT[dL/dW_k] with dL/dW_k = 2 s_k G_k W_k; its conjugate:
+            fk = torch.fft.ifft2(gw, norm="forward")  # conj(DFT[G_k W_k])
+            if ramps is not None:  # the shift ramp, part of T_k
+                fk.mul_(ramps[0][k, :, None]).mul_(ramps[1][k, None, :])
             if need_wave:
-                acc.addcmul_(tck, fk, value=two_s)  # sum_k conj(T_k) fft2(dL/dW_k)
+                acc.addcmul_(T[k], fk, value=two_s)  # conj(sum_k conj(T_k) DFT[dL/dW_k])
             if need_opt:
-                q = torch.mul(tck, fk, out=fk)
-                q.mul_(cph)  # Q_k = conj(U_k dL/dU_k) / (2 s_k)
+                q = torch.mul(T[k], fk, out=fk)
+                q.mul_(psi_hat)  # U_k conj(dL/dU_k) / (2 s_k)
                 _optical_grads(model, q, two_s, k, vals, g, g_shift, env_cache,
                                need_df, need_theta, need_astig, need_angle, need_shift)
-            del fk, tck
-        del waves, cph
+            del fk
+        del waves
 
         grad_phase = grad_amp = None
         if need_wave:
-            # dL/dpsi (torch convention dL/dRe + i dL/dIm) = IDFT[acc], unscaled
-            gpsi = torch.fft.ifft2(acc, norm="forward")
-            gr, gi = gpsi.real, gpsi.imag
+            # dL/dpsi (torch convention dL/dRe + i dL/dIm) = IDFT[conj(acc)] unscaled
+            # = conj(DFT[acc]): real part gp.real, imaginary part -gp.imag
+            gp = torch.fft.fft2(acc)
+            gr, gi = gp.real, gp.imag
             c = torch.cos(phase, out=model._work("c", (hp, wp), rd))
             s = torch.sin(phase, out=model._work("s", (hp, wp), rd))
             if need_amp:
                 grad_amp = torch.mul(gr, c)  # Re(g exp(-i phi))
-                grad_amp.addcmul_(gi, s)
+                grad_amp.addcmul_(gi, s, value=-1.0)
             if need_phase:
                 grad_phase = torch.mul(gi, c)  # A Im(g exp(-i phi))
-                grad_phase.addcmul_(gr, s, value=-1.0)
+                grad_phase.addcmul_(gr, s).neg_()
                 if amplitude is not None:
                     grad_phase.mul_(amplitude)
         return (grad_phase, grad_amp, g["scale"], g["df"], g["theta"], g["astig"], g["angle"],
-                g_shift, None, None, None, None, None, None)
+                g_shift, None, None, None, None, None)
 
 
 def _proj_re(q_re, field):
@@ -706,7 +705,7 @@ def _optical_grads(model, Q, fac, k, vals, g, g_shift, env_cache, need_df, need_
     """Accumulate dL/dp of the optical parameters of image k.
 
     With ``T = |T| exp(-i chi)``, ``dL/dp = sum Re(P) dln|T|/dp + sum Im(P) dchi/dp``
-    where ``P = conj(dL/dT) T = fac * conj(Q)``.
+    where ``P = conj(dL/dT) T = fac * Q`` (``Q = U_k conj(dL/dU_k) / fac``).
     """
     lam = model.wavelength
     qy, qx = model._qy, model._qx
@@ -714,7 +713,7 @@ def _optical_grads(model, Q, fac, k, vals, g, g_shift, env_cache, need_df, need_
     if need_chi:
         rs = Q.sum(dim=1)  # (Hp,) complex: sum over columns
         cs = Q.sum(dim=0)  # (Wp,)
-        im_rs, im_cs = -fac * rs.imag, -fac * cs.imag  # Im(P) row / column sums
+        im_rs, im_cs = fac * rs.imag, fac * cs.imag  # Im(P) row / column sums
         if need_df or need_astig or need_angle:
             sy = (im_rs * qy * qy).sum()
             sx = (im_cs * qx * qx).sum()
@@ -722,7 +721,7 @@ def _optical_grads(model, Q, fac, k, vals, g, g_shift, env_cache, need_df, need_
             g["df"][k] += math.pi * lam * (sy + sx)  # dchi/ddf = pi lambda q^2
         if need_astig or need_angle:
             im_dq = sx - sy  # sum Im(P) (qx^2 - qy^2)
-            im_xq = -2.0 * fac * (qy * torch.mv(Q, model._qxc).imag).sum()  # sum Im(P) 2 qx qy
+            im_xq = 2.0 * fac * (qy * torch.mv(Q, model._qxc).imag).sum()  # sum Im(P) 2 qx qy
             amp, al = vals["astig"][k], vals["angle"][k]
             c2, s2 = math.cos(2 * al), math.sin(2 * al)
             if need_astig:
