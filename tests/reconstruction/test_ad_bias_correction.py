@@ -190,3 +190,45 @@ def test_defocus_that_does_not_beat_the_nominal_values_is_held(dose):
         # the scale error of the nominal values is mostly recovered
         scale = res.defocus @ df / (df @ df)
         assert abs(scale - 1.0) < 0.01
+
+
+def test_defocus_offset_is_tested_on_its_own_with_the_amplitude_refined():
+    """With the amplitude refined, a common defocus offset is a refocusing of the
+    exit wave (modes.compensate), which the images do not see but through the
+    spatial-coherence envelope: the refined offset is the prior's choice. With
+    that envelope negligible (theta_c 1e-4 mrad), the oracle is refocusing
+    invariance: the refocused wave at the nominal offset explains the images
+    exactly as well as the refined one (chi^2 gain 0). The one-degree-of-freedom
+    test then reports the offset not identifiable and holds it at the nominal
+    value (here 10 um off the truth: the data cannot tell, and the nominal value
+    is kept, as for every parameter the data do not determine). With the
+    amplitude held, refocusing changes the images, and no such test is made."""
+    from hyperspy_lorentz import data
+    from hyperspy_lorentz.reconstruction.ad.modes import mode_coefficients
+
+    df = np.array([-6e5, -3e5, 0.0, 3e5, 6e5])
+    s = data.skyrmion_lattice(shape=(128, 128), dose=100.0, seed=1, defocus=df, theta_c=1e-4)
+    p = s.get_microscope_parameters()
+    nominal = 1.04 * df + 1e4
+    kw = dict(pixel_size=p["pixel_size_nm"], beam_energy=p["beam_energy_kV"], cs=p["cs_mm"],
+              theta_c=p["theta_c_mrad"], defocus_spread=p["defocus_spread_nm"],
+              likelihood="poisson", refine=("defocus",), seed=0, bias_correction=0)
+    images = np.asarray(s.data, float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = reconstruct_ad(images, nominal, refine_amplitude=True, **kw)
+        held = reconstruct_ad(images, nominal, refine_amplitude=False, **kw)
+    assert res.parameters["defocus_test"]["identifiable"]  # the scale moved: kept
+    off = res.parameters["defocus_offset_test"]
+    assert off["degrees_of_freedom"] == 1
+    assert off["threshold"] == pytest.approx(3.84, abs=0.01)  # chi^2_1 at 95 %
+    assert abs(off["chi2_gain_start"]) < 1.0  # refocusing invariance
+    assert not off["identifiable"] and "defocus offset" in res.not_identifiable
+    # held at the nominal offset (the scale and the single images stay refined;
+    # the offset is split off in the modes of the fitted values, so "held" is to
+    # within 1e-4 of the largest defocus, 60 nm, against the 10 um it could move)
+    t = mode_coefficients(nominal, res.defocus - nominal)
+    assert abs(t[1]) < 1e-4 and abs(t[0]) > 1e-3
+    assert abs(np.mean(res.defocus - df) - 1e4) < 500.0
+    assert res.parameters["reduced_chi2"] == pytest.approx(off["reduced_chi2_nominal"])
+    assert held.parameters["defocus_offset_test"] is None

@@ -296,6 +296,7 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
         (settings.get("init_race_iterations") or 0) + fit.total_it
         + settings.get("coarse_extra_iterations", 0)
         + ((settings.get("defocus_test") or {}).get("iterations") or 0)
+        + ((settings.get("defocus_offset_test") or {}).get("iterations") or 0)
         + sum(boot.get("iterations", ())))
     result = _result(fit, standard_errors, t_start)
     top = _race and _pyramid is True  # not a trial of the race or the coarse pass
