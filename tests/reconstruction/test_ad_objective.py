@@ -92,3 +92,30 @@ def test_a_fit_that_does_not_explain_the_data_tries_every_start_and_warns():
         warnings.simplefilter("error")
         good = reconstruct_ad(images, df, **kw)
     assert good.parameters["reduced_chi2"] < MISFIT_CHI2 and "misfit_retry" not in good.parameters
+
+
+def test_a_misfit_measures_no_optical_parameter():
+    """When no start explains the data, the refined optical parameters are not
+    measurements: they are reported not identifiable, without standard errors,
+    and the warning says so (defocus values in the wrong order, the drift
+    refined, which cannot repair that)."""
+    from hyperspy_lorentz import data
+    from hyperspy_lorentz.reconstruction.ad import reconstruct_ad
+
+    s = data.skyrmion_lattice(shape=(64, 64), field="periodic", dose=1000, seed=4)
+    p = s.get_microscope_parameters()
+    kw = dict(pixel_size=p["pixel_size_nm"], beam_energy=p["beam_energy_kV"], cs=p["cs_mm"],
+              theta_c=p["theta_c_mrad"], defocus_spread=p["defocus_spread_nm"],
+              likelihood="poisson", dose=1000, refine_amplitude=False, seed=0,
+              refine=("shifts",), bias_correction=2)
+    images, df = np.asarray(s.data, float), np.asarray(s.axes_manager["defocus"].axis)
+    with pytest.warns(UserWarning, match=r"refined shifts are reported not identifiable"):
+        res = reconstruct_ad(images, np.roll(df, 1), **kw)
+    assert res.parameters["misfit_not_identifiable"] == ["shifts"]
+    assert "shifts" in res.not_identifiable
+    assert np.isnan(res.standard_errors["shifts"]).all()
+    # a right call keeps its drift measured, with finite error bars where the data fix it
+    good = reconstruct_ad(images, df, **kw)
+    assert "shifts" not in good.not_identifiable and "misfit_not_identifiable" not in good.parameters
+    ref = np.asarray(good.parameters["shift_reference"])
+    assert np.isfinite(np.asarray(good.standard_errors["shifts"])[ref]).all()

@@ -231,9 +231,9 @@ class _Problem:
     def raw_images(self, phys, model=None):
         """Model images (N, H, W) before the mean normalisation."""
         model = self.model if model is None else model
-        kw = {}
-        if phys["theta_c"] is not None:
-            kw["theta_c"] = phys["theta_c"]
+        # theta_c of the state even when it is not fitted here: the model's own
+        # is the nominal value, and a refined one must not fall back to it
+        kw = {"theta_c": self.theta0 if phys["theta_c"] is None else phys["theta_c"]}
         if phys["astig"] is not None:
             ac = phys["astig"]
             kw["astigmatism"] = torch.sqrt(ac[0] * ac[0] + ac[1] * ac[1] + 1e-30)
@@ -407,11 +407,15 @@ class _Problem:
                 self.dtype)
 
     @torch.no_grad()
-    def chi2_change(self, x, model):
-        """chi^2 between the images of the stage's model and of ``model`` at ``x``."""
+    def chi2_change(self, x, model=None, other=None):
+        """chi^2 between the images of the stage's model at ``x`` and those of
+        ``model`` at ``x``, or of the problem ``other`` at ``x``."""
         phys = self.physical(x)
         a = self.white_amplitudes(self.images(phys))
-        b = self.white_amplitudes(self.images(phys, model=model))
+        if other is not None:
+            b = self.white_amplitudes(other.images(other.physical(x)))
+        else:
+            b = self.white_amplitudes(self.images(phys, model=model))
         return float(((a - b).to(torch.float64) ** 2).sum())
 
     @torch.no_grad()

@@ -242,10 +242,14 @@ def _check_identifiable(fit):
     o = fit.o
     probe = fit.problem(fit.start, ())
     xp = torch.zeros(probe.size, **fit.tens)
-    for name, kw in (("defocus_spread", {"spread": 2.0 * o.defocus_spread}),
-                     ("theta_c", {"theta": 2.0 * o.theta_c})):
+    for name in ("defocus_spread", "theta_c"):
         if name in o.refine:
-            dchi2 = probe.chi2_change(xp, fit.make_model(**kw))
+            if name == "defocus_spread":
+                dchi2 = probe.chi2_change(xp, fit.make_model(spread=2.0 * o.defocus_spread))
+            else:  # theta_c belongs to the state (the problem passes it to the model)
+                doubled = fit.problem(dict(fit.start, theta_c=2.0 * fit.start["theta_c"]), ())
+                dchi2 = probe.chi2_change(xp, other=doubled)
+                del doubled
             fit.settings[f"chi2_change_{name}"] = dchi2
             if dchi2 < IDENTIFIABILITY_CHI2:
                 fit.not_identifiable.append(name)
