@@ -213,8 +213,11 @@ def summarise(fits):
     ses = np.array([f["defocus_se_nm"] for f in fits])
     z = np.array([f["z"] for f in fits], dtype=float)
     worst = np.unravel_index(np.argmax(pct), pct.shape)
-    # images outside the shift reference keep 0 (not identifiable): not counted
-    shift_cov = [c for f in fits for k, pair in enumerate(f["shift_covered"])
+    # images outside the shift reference keep 0 (not identifiable): not counted;
+    # nor the shifts of a fit that does not explain the data ("shifts" not
+    # identifiable, no standard errors)
+    shift_cov = [c for f in fits if "shifts" not in f["not_identifiable"]
+                 for k, pair in enumerate(f["shift_covered"])
                  if k in f["shift_reference"] for c in pair]
     return dict(
         max_defocus_error_pct=float(pct.max()), worst_error_nm=float(errs[worst]),
@@ -290,6 +293,18 @@ def main(argv=None):
                   f"{row['max_defocus_offset_nm']:7.0f} {row['max_shift_error_px']:8.3f} "
                   f"{row['shift_coverage']:9.2f} {row['max_shift_error_free_px']:9.3f} "
                   f"{row['accuracy']:6.3f} {ni:>10} {row['time_s']:7.1f}", flush=True)
+    # over the grid: the values a fit reports as measured (not held at the nominal
+    # values, not left without error bars by a misfit)
+    z = np.array([v for r in rows for f in r["fits"] if "defocus" not in f["not_identifiable"]
+                  for v in f["z"]], dtype=float)
+    covered = [c for r in rows for f in r["fits"] if "shifts" not in f["not_identifiable"]
+               for k, pair in enumerate(f["shift_covered"]) if k in f["shift_reference"]
+               for c in pair]
+    z = z[np.isfinite(z)]
+    if z.size:
+        print(f"\nover the grid: defocus within +-2 SE in {np.mean(z <= 2):.3f} of {z.size} values, "
+              f"shifts in {np.mean(covered):.3f} of {len(covered)} components (fits whose defocus "
+              f"was held, or whose misfit left no error bars, not counted)")
     if a.json:
         Path(a.json).write_text(json.dumps(dict(
             replicates=a.replicates, size=a.size, pixel_size=PIXEL_SIZE, microscope=MICROSCOPE, defocus_true=DEFOCUS,
