@@ -236,7 +236,7 @@ def cmd_demo(args):
             "phase accuracy (normalised cross-correlation with the truth, after a rigid sub-pixel",
             f"alignment): AD {phases['AD'][1]:.4f}, TIE {phases['TIE'][1]:.4f}",
             f"AD: {rec.iterations} iterations in the fit, {rec.get_item('iterations_all_fits')} "
-            f"with the race of starts, the test at the nominal defocus and the bootstrap "
+            f"with the race of starts, the tests at the nominal defocus and the bootstrap "
             f"(the progress bar's count), "
             f"{rec.time_s:.1f} s; total {time.perf_counter() - t0:.1f} s",
         ]
