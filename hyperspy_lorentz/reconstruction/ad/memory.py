@@ -35,6 +35,16 @@ from hyperspy_lorentz.reconstruction.canvas import Canvas
 #: benchmark's default) the peak is lower: 5 x 512^2 140 MiB, 2 x 1024^2
 #: 397 MiB, 5 x 2048^2 1.94 GiB. Estimates: 5 x 2048^2 3.45 GiB (1.43 x the
 #: 15-iteration peak), 5 x 512^2 221 MiB, 2 x 1024^2 655 MiB.
+#: Since the backward pass no longer keeps conj(T) and saves the image waves
+#: on the field of view only, the peaks are lower and the coefficients above
+#: (kept) are an upper bound: on the free canvas, 15 iterations, amplitude
+#: refined, 5 x 512^2 214 MiB (estimate 1.25 x), 5 x 1024^2 699 MiB (1.40 x),
+#: 2 x 1024^2 587 MiB (1.24 x), 5 x 2048^2 2.29 GiB (1.58 x); nothing refined,
+#: 5 x 1024^2 755 MiB (1.19 x); amplitude, defocus and shifts, 5 x 512^2
+#: 285 MiB (1.52 x), 5 x 1024^2 1008 MiB (1.56 x). The glibc high-water marks
+#: scatter by 10-25 % between shapes of one configuration (664 to 519 bytes per
+#: canvas pixel for 5 images with the amplitude), too much for a tighter
+#: per-pixel formula that never falls below the peak.
 MEMORY_COEFFICIENTS = {"fixed": 360.0, "per_image": 55.0, "amplitude": 60.0,
                        "optical": 370.0}
 
