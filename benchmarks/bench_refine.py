@@ -35,7 +35,11 @@ with every other setting at its default (500 iterations, the race of starts,
     the phase x4 (saturation magnetisation x4: about 5 rad), amplitude refined;
 ``weak5-fixed``, ``strong5-fixed``
     5 images, amplitude *not* refined (``refine_amplitude=False``; the film's
-    amplitude is uniform, so the model is still right).
+    amplitude is uniform, so the model is still right);
+``weak5-theta``, ``strong5-theta``
+    5 images, amplitude refined, and ``theta_c`` refined as well
+    (``refine=("defocus", "shifts", "theta_c")``) from a nominal value
+    :data:`THETA_NOMINAL` times the true one (not in the default grid).
 
 Columns (per dose and case, over the seeds):
 
@@ -68,6 +72,10 @@ Columns (per dose and case, over the seeds):
     of the exit wave, which the data alone do not fix), ``shift*`` after
     subtracting each fit's error that grows with the defocus (a beam tilt,
     which a phase ramp mimics: ``"shift tilt"``);
+``theta %`` / ``theta cov``
+    (``-theta`` cases) the largest ``theta_c`` error in % of the truth, and the
+    fraction of seeds whose truth lies within +-2 reported standard errors
+    (``nan`` where it was reported not identifiable, and held);
 ``acc``
     mean phase accuracy (:func:`~hyperspy_lorentz.reconstruction.metrics.phase_accuracy`);
 ``not ident.``
@@ -112,7 +120,13 @@ CASES = {
     "strong3": (4.0, 3, True),
     "weak5-fixed": (1.0, 5, False),
     "strong5-fixed": (4.0, 5, False),
+    "weak5-theta": (1.0, 5, True),
+    "strong5-theta": (4.0, 5, True),
 }
+#: The cases of the default grid (the ``-theta`` ones on request).
+DEFAULT_CASES = ("weak5", "weak3", "strong5", "strong3", "weak5-fixed", "strong5-fixed")
+#: Nominal / true ``theta_c`` of the ``-theta`` cases.
+THETA_NOMINAL = 1.5
 DOSES = (10.0, 100.0, 1000.0)
 
 
@@ -143,17 +157,23 @@ def noise_free_series(size, phase_scale, drift):
     return np.asarray(s.data, dtype=float), truth, shifts
 
 
-def run_fit(images, nominal, dose, seed, refine_amplitude, max_iterations, replicates=None):
+def run_fit(images, nominal, dose, seed, refine_amplitude, max_iterations, replicates=None,
+            theta=False):
     from hyperspy_lorentz.reconstruction.ad import reconstruct_ad
 
+    optics = dict(MICROSCOPE)
+    refine = ("defocus", "shifts")
+    if theta:  # theta_c refined too, from a wrong nominal value
+        optics["theta_c"] = MICROSCOPE["theta_c"] * THETA_NOMINAL
+        refine += ("theta_c",)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t = time.perf_counter()
         res = reconstruct_ad(images, nominal, pixel_size=PIXEL_SIZE, likelihood="poisson", dose=dose,
-                             refine=("defocus", "shifts"), refine_amplitude=refine_amplitude,
+                             refine=refine, refine_amplitude=refine_amplitude,
                              max_iterations=max_iterations, seed=seed,
                              bias_correction="auto" if replicates is None else replicates,
-                             **MICROSCOPE)
+                             **optics)
         elapsed = time.perf_counter() - t
     return res, elapsed, sorted({str(w.message)[:120] for w in caught})
 
@@ -189,7 +209,16 @@ def score(res, true_df, true_shifts, truth_phase):
     translation = ((lever[:, None] * serr[refs]).sum(axis=0) / (lever**2).sum()
                    if np.any(lever) else np.zeros(2))  # tilt, px / nm
     serr_free = serr[refs] - np.outer(lever, translation)
+    theta = {}
+    if "theta_c" in res.refined or "theta_c" in res.not_identifiable:
+        t_true = MICROSCOPE["theta_c"]
+        t_se = float(res.standard_errors.get("theta_c", math.nan))
+        held = "theta_c" in res.not_identifiable
+        theta = dict(theta_fit=float(res.theta_c), theta_error_pct=100 * abs(res.theta_c - t_true) / t_true,
+                     theta_se=t_se, theta_held=held,
+                     theta_covered=None if held else bool(abs(res.theta_c - t_true) <= 2 * t_se))
     return dict(
+        **theta,
         defocus_fit=res.defocus.tolist(), defocus_true=true_df.tolist(), defocus_error_nm=err.tolist(),
         defocus_error_pct=(100 * np.abs(err) / denom).tolist(), defocus_se_nm=se.tolist(),
         z=z.tolist(), covered=(z <= 2).tolist(),
@@ -231,6 +260,10 @@ def summarise(fits):
         accuracy=float(np.mean([f["accuracy"] for f in fits])),
         not_identifiable=sorted({p for f in fits for p in f["not_identifiable"]}),
         time_s=float(np.mean([f["time_s"] for f in fits])),
+        **({} if "theta_error_pct" not in fits[0] else dict(
+            max_theta_error_pct=float(max(f["theta_error_pct"] for f in fits)),
+            theta_coverage=(float(np.mean([f["theta_covered"] for f in fits]))
+                            if all(f["theta_covered"] is not None for f in fits) else math.nan))),
     )
 
 
@@ -240,7 +273,7 @@ def main(argv=None):
     p.add_argument("--doses", nargs="+", type=float, default=list(DOSES), help="e-/pixel (default 10 100 1000)")
     p.add_argument("--seeds", type=int, default=3, help="noise seeds per row: 0 .. N-1 (default 3)")
     p.add_argument("--size", type=int, default=256, help="image size, px (default 256; 128 quick)")
-    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(DEFAULT_CASES))
     p.add_argument("--scale-error", type=float, default=1.04, help="nominal / true defocus (default 1.04)")
     p.add_argument("--drift", type=float, default=2.0, help="largest drift component, px (default 2)")
     p.add_argument("--max-iterations", type=int, default=500, help="of reconstruct_ad (default 500)")
@@ -279,7 +312,8 @@ def main(argv=None):
             for seed in seeds:
                 rng = np.random.default_rng([seed, int(dose)])
                 images = rng.poisson(np.clip(clean[sel], 0, None) * dose).astype(float)
-                res, elapsed, msgs = run_fit(images, nominal, dose, seed, amp, a.max_iterations, a.replicates)
+                res, elapsed, msgs = run_fit(images, nominal, dose, seed, amp, a.max_iterations, a.replicates,
+                                             theta=case.endswith("-theta"))
                 f = score(res, true_df, shifts[sel], truth)
                 f.update(seed=seed, time_s=elapsed, warnings=msgs)
                 fits.append(f)
@@ -293,6 +327,9 @@ def main(argv=None):
                   f"{row['max_defocus_offset_nm']:7.0f} {row['max_shift_error_px']:8.3f} "
                   f"{row['shift_coverage']:9.2f} {row['max_shift_error_free_px']:9.3f} "
                   f"{row['accuracy']:6.3f} {ni:>10} {row['time_s']:7.1f}", flush=True)
+            if "max_theta_error_pct" in row:
+                print(f"{'':>6} {'':>14}    theta_c: largest error {row['max_theta_error_pct']:.2f} %, "
+                      f"within 2 SE {row['theta_coverage']:.2f}", flush=True)
     # over the grid: the values a fit reports as measured (not held at the nominal
     # values, not left without error bars by a misfit)
     z = np.array([v for r in rows for f in r["fits"] if "defocus" not in f["not_identifiable"]

@@ -240,20 +240,24 @@ def _check_identifiable(fit):
     """Drop the scalars the data may not constrain (``defocus_spread``, ``theta_c``):
     those whose doubling changes chi^2 by less than :data:`IDENTIFIABILITY_CHI2`."""
     o = fit.o
-    probe = fit.problem(fit.start, ())
+    # at the given values (theta_c belongs to the state, which earlier stages
+    # may have moved: doubling a theta_c gone to 0 would test nothing)
+    probe = fit.problem(dict(fit.start, theta_c=o.theta_c), ())
     xp = torch.zeros(probe.size, **fit.tens)
     for name in ("defocus_spread", "theta_c"):
         if name in o.refine:
             if name == "defocus_spread":
                 dchi2 = probe.chi2_change(xp, fit.make_model(spread=2.0 * o.defocus_spread))
-            else:  # theta_c belongs to the state (the problem passes it to the model)
-                doubled = fit.problem(dict(fit.start, theta_c=2.0 * fit.start["theta_c"]), ())
+            else:
+                doubled = fit.problem(dict(fit.start, theta_c=2.0 * o.theta_c), ())
                 dchi2 = probe.chi2_change(xp, other=doubled)
                 del doubled
             fit.settings[f"chi2_change_{name}"] = dchi2
             if dchi2 < IDENTIFIABILITY_CHI2:
                 fit.not_identifiable.append(name)
     del probe, xp
+    if "theta_c" in fit.not_identifiable:  # kept at its given value
+        fit.start = dict(fit.start, theta_c=o.theta_c)
     fit.refined = tuple(r for r in o.refine if r not in fit.not_identifiable)
     fit.gradient_refine = tuple(r for r in fit.refined if r != "defocus_spread")
 
