@@ -352,13 +352,19 @@ def _correct_bias(fit, n_boot, *, sigma, dose, nominal_defocus):
     standard_errors = {}
     held_modes = ()
     refine = fit.gradient_refine
+    # the iterations of each test fit and of each bootstrap replicate
+    budget = max(2 * CONVERGENCE_WINDOW, o.max_iterations // 3)
+
+    def interruptible(test):
+        try:
+            return test(fit, nominal_defocus, budget)
+        except KeyboardInterrupt:
+            fit.interrupted = True
+            return None
+
     if "defocus" in refine and not (fit.interrupted or fit.nonfinite):
         fit.current = (None, None)  # free the main fit's buffers (the state is kept)
-        try:
-            test = _defocus_against_nominal(
-                fit, nominal_defocus, max(2 * CONVERGENCE_WINDOW, o.max_iterations // 3))
-        except KeyboardInterrupt:
-            fit.interrupted, test = True, None
+        test = interruptible(_defocus_against_nominal)
         fit.settings["defocus_test"] = test
         if test is not None and not test["identifiable"]:
             fit.not_identifiable.append("defocus")
@@ -366,11 +372,7 @@ def _correct_bias(fit, n_boot, *, sigma, dose, nominal_defocus):
             fit.refined = tuple(r for r in fit.refined if r != "defocus")
             optical_fitted = tuple(r for r in refine if r in _OPTICAL)
         elif "amplitude" in refine and not fit.interrupted:
-            try:
-                offset = _offset_against_nominal(
-                    fit, nominal_defocus, max(2 * CONVERGENCE_WINDOW, o.max_iterations // 3))
-            except KeyboardInterrupt:
-                fit.interrupted, offset = True, None
+            offset = interruptible(_offset_against_nominal)
             fit.settings["defocus_offset_test"] = offset
             if offset is not None and not offset["identifiable"]:
                 fit.not_identifiable.append("defocus offset")
@@ -385,9 +387,7 @@ def _correct_bias(fit, n_boot, *, sigma, dose, nominal_defocus):
                 sigma=None if o.likelihood != "gaussian" else sigma,
                 dose=None if o.likelihood == "gaussian" else np.asarray(dose, float),
                 optimiser=dict(method=o.optimizer, learning_rate=o.lr, history=LBFGS_HISTORY,
-                               max_iterations=max(2 * CONVERGENCE_WINDOW,
-                                                  o.max_iterations // 3),
-                               tolerance=o.tolerance, window=CONVERGENCE_WINDOW,
+                               max_iterations=budget, tolerance=o.tolerance, window=CONVERGENCE_WINDOW,
                                progress=o.progress))
             fit.settings["bias_correction"] = boot["record"]
             standard_errors = boot["standard_errors"]

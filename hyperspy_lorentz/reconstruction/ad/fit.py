@@ -117,11 +117,11 @@ class _Fit:
     def tens(self):
         return dict(dtype=self.o.tdt, device=self.o.dev)
 
-    def make_model(self, spread=None, theta=None):
-        """The forward model, at the given focal spread and divergence by default."""
+    def make_model(self, spread=None):
+        """The forward model, at the given focal spread by default (``theta_c`` is
+        the state's, passed by the problem on every call)."""
         o = self.o
-        return ForwardModel(self.shape, o.pixel, o.energy, cs=o.cs,
-                            theta_c=o.theta_c if theta is None else theta,
+        return ForwardModel(self.shape, o.pixel, o.energy, cs=o.cs, theta_c=o.theta_c,
                             defocus_spread=o.defocus_spread if spread is None else spread,
                             padding=o.padding, pad_width=self.border, device=o.dev,
                             dtype=o.tdt)

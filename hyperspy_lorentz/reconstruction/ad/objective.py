@@ -407,15 +407,11 @@ class _Problem:
                 self.dtype)
 
     @torch.no_grad()
-    def chi2_change(self, x, model=None, other=None):
-        """chi^2 between the images of the stage's model at ``x`` and those of
-        ``model`` at ``x``, or of the problem ``other`` at ``x``."""
-        phys = self.physical(x)
-        a = self.white_amplitudes(self.images(phys))
-        if other is not None:
-            b = self.white_amplitudes(other.images(other.physical(x)))
-        else:
-            b = self.white_amplitudes(self.images(phys, model=model))
+    def chi2_change(self, x, other):
+        """chi^2 between the images of this problem and of the problem ``other``
+        (another state or model, the same layout) at ``x``."""
+        a = self.white_amplitudes(self.images(self.physical(x)))
+        b = self.white_amplitudes(other.images(other.physical(x)))
         return float(((a - b).to(torch.float64) ** 2).sum())
 
     @torch.no_grad()

@@ -308,16 +308,21 @@ def reconstruct_ad(images, defocus, *, pixel_size, beam_energy, cs=1.0, theta_c=
             for w_ in caught:
                 warnings.warn(w_.message, w_.category, stacklevel=2)
             if _misfit(result):
-                _distrust(result)
-                warnings.warn(_misfit_message(result, o, n), stacklevel=2)
+                _report_misfit(result, o, n)
             return result
     for name in fit.not_identifiable:
         warnings.warn(f"{name} is not identifiable from these data ({_why(name)}); "
                       f"{_kept(name)}", stacklevel=2)
     if top and not fit.interrupted and _misfit(result):
-        _distrust(result)
-        warnings.warn(_misfit_message(result, o, n), stacklevel=2)
+        _report_misfit(result, o, n)
     return result
+
+
+def _report_misfit(result, o, n):
+    """A fit that does not explain the data: its optical parameters distrusted,
+    and the warning (to the caller of :func:`reconstruct_ad`)."""
+    _distrust(result)
+    warnings.warn(_misfit_message(result, o, n), stacklevel=3)
 
 
 #: Optical parameters whose refined values a misfit leaves unmeasured.

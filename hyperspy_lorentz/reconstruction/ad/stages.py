@@ -242,20 +242,21 @@ def _check_identifiable(fit):
     o = fit.o
     # at the given values (theta_c belongs to the state, which earlier stages
     # may have moved: doubling a theta_c gone to 0 would test nothing)
-    probe = fit.problem(dict(fit.start, theta_c=o.theta_c), ())
+    probe_start = dict(fit.start, theta_c=o.theta_c)
+    probe = fit.problem(probe_start, ())
     xp = torch.zeros(probe.size, **fit.tens)
-    for name in ("defocus_spread", "theta_c"):
-        if name in o.refine:
-            if name == "defocus_spread":
-                dchi2 = probe.chi2_change(xp, fit.make_model(spread=2.0 * o.defocus_spread))
-            else:
-                doubled = fit.problem(dict(fit.start, theta_c=2.0 * o.theta_c), ())
-                dchi2 = probe.chi2_change(xp, other=doubled)
-                del doubled
-            fit.settings[f"chi2_change_{name}"] = dchi2
-            if dchi2 < IDENTIFIABILITY_CHI2:
-                fit.not_identifiable.append(name)
-    del probe, xp
+    doubled = {}
+    if "defocus_spread" in o.refine:
+        doubled["defocus_spread"] = fit.problem(
+            probe_start, (), model=fit.make_model(spread=2.0 * o.defocus_spread))
+    if "theta_c" in o.refine:
+        doubled["theta_c"] = fit.problem(dict(probe_start, theta_c=2.0 * o.theta_c), ())
+    changes = {name: probe.chi2_change(xp, other) for name, other in doubled.items()}
+    del probe, xp, doubled
+    for name, dchi2 in changes.items():
+        fit.settings[f"chi2_change_{name}"] = dchi2
+        if dchi2 < IDENTIFIABILITY_CHI2:
+            fit.not_identifiable.append(name)
     if "theta_c" in fit.not_identifiable:  # kept at its given value
         fit.start = dict(fit.start, theta_c=o.theta_c)
     fit.refined = tuple(r for r in o.refine if r not in fit.not_identifiable)
