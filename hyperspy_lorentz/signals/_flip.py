@@ -79,11 +79,18 @@ def reconstruct_flip_pair(
     aligned_series._check_images()
 
     phase_u = unflipped.reconstruct_phase(method=method, show_progressbar=show_progressbar, **kwargs)
-    phase_f = aligned_series.reconstruct_phase(method=method, show_progressbar=show_progressbar, **kwargs)
+    # One linear operator for both series: the separation is a difference, so a
+    # cut-off or boundary chosen apart for each series leaks the (often larger)
+    # electrostatic phase into the magnetic one. The TIE and SITIE take the
+    # unflipped series' own choices (those the user did not set).
+    shared = _shared_settings(method, phase_u, kwargs)
+    phase_f = aligned_series.reconstruct_phase(method=method, show_progressbar=show_progressbar,
+                                               **kwargs, **shared)
     magnetic, electrostatic = separate_phases(phase_u.data, phase_f.data)
 
     flip_record = {
         "flip_axis": flip_axis,
+        "shared_settings": sorted(shared),
         "drift": np.asarray(reg.get("drift", (np.nan, np.nan)), dtype=float),
         "registration_shift": np.asarray(reg.get("shift", (np.nan, np.nan)), dtype=float),
         "registration_rotation": float(reg.get("rotation", 0.0)),
@@ -97,3 +104,18 @@ def reconstruct_flip_pair(
         s.metadata.Signal.Reconstruction.add_dictionary({"flip": flip_record})
         out.append(s)
     return tuple(out)
+
+
+#: Settings of the unflipped reconstruction reused for the flipped one, per method.
+SHARED_SETTINGS = {"tie": ("qc", "boundary"), "sitie": ("qc",)}
+
+
+def _shared_settings(method, phase_u, kwargs):
+    """The automatic choices of the unflipped reconstruction that the flipped one reuses."""
+    record = phase_u.metadata.Signal.Reconstruction
+    out = {}
+    for key in SHARED_SETTINGS.get(method, ()):
+        if kwargs.get(key) is None and record.has_item(key):
+            value = record.get_item(key)
+            out[key] = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+    return out

@@ -197,3 +197,35 @@ def test_aligned_counts_stay_in_range(sim, rng, interpolation):
                                      interpolation=interpolation)
     assert aligned.min() >= 0
     assert aligned[0].max() <= flp.max() and aligned[1].max() <= 3 * flp.max()
+
+
+def test_wiener_leaves_noise_free_image_and_suppresses_white_noise(sim):
+    """The registration filter: gain 1 where there is no noise, ~0 on pure noise."""
+    from hyperspy_lorentz.reconstruction.flip import _wiener
+
+    phi_m, phi_e, amp = _specimen(sim)
+    clean = sim.series(phi_m + phi_e, DFS, amplitude=amp)[1]
+    np.testing.assert_allclose(_wiener(clean), clean - clean.mean(), atol=1e-9 * np.ptp(clean))
+    noise = np.random.default_rng(0).normal(size=(N, N))
+    assert np.std(_wiener(noise)) < 0.2 * np.std(noise)
+
+
+@pytest.mark.parametrize("field", ["isolated", "window"])
+def test_register_low_dose_drift(field):
+    """At 100 e-/px the Wiener-filtered registration finds the known drift of
+    the flipped recording within 0.3 px (rms over 3 noise seeds); the raw
+    cross-correlation misses it by more than twice as much (0.8-1.3 px)."""
+    from hyperspy_lorentz import data
+
+    drift = np.array((3.4, -2.2))
+    err = {True: [], False: []}
+    for seed in range(3):
+        a, b = data.flip_pair(shape=(128, 128), dose=100.0, field=field, seed=seed, drift=tuple(drift))
+        df = np.asarray(a.axes_manager[0].axis, dtype=float)
+        for denoise in (True, False):
+            _, info = register_flipped(np.asarray(a.data, dtype=float), np.asarray(b.data, dtype=float),
+                                       defocus=df, flipped_defocus=df, denoise=denoise)
+            err[denoise].append(np.hypot(*(np.asarray(info["drift"]) - drift)))
+    rms = {k: float(np.sqrt(np.mean(np.square(v)))) for k, v in err.items()}
+    assert rms[True] < 0.3, rms
+    assert rms[True] < 0.5 * rms[False], rms
