@@ -331,7 +331,7 @@ def main(argv=None):
               f"({m['method']}) on a {m['canvas'][0]} x {m['canvas'][1]} canvas, estimate "
               f"{m['estimate_bytes'] / 2**30:.2f} GiB "
               f"({m['estimate_bytes'] / max(m['peak_added_bytes'], 1):.2f} x the peak; "
-              f"it includes a 20 % margin), input {m['input_bytes'] / 2**30:.2f} GiB")
+              f"the envelope of the measured peaks), input {m['input_bytes'] / 2**30:.2f} GiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -16,37 +16,29 @@ from hyperspy_lorentz.reconstruction._torch_common import _torch_dtype
 from hyperspy_lorentz.reconstruction.ad.inputs import _OPTICAL, DEFAULT_REFINE
 from hyperspy_lorentz.reconstruction.canvas import Canvas
 
-#: Peak memory of a fit, bytes per propagated (padded) pixel at float32:
+#: Peak memory of a fit, bytes per propagated (canvas) pixel at float32:
 #: ``fixed + n per_image + amplitude [amplitude refined] + optical [optical
 #: parameters refined]``, plus 8 bytes per input pixel and image (float64
-#: copies), times a 20 % margin; read by
-#: :mod:`hyperspy_lorentz.reconstruction.memory`. Measured with
-#: ``benchmarks/bench_ad.py --memory-only`` (RSS high-water mark added by a fit;
-#: CPU, torch 2.13.0+cpu, 2 threads, float32, no padding). The peak grows until
-#: L-BFGS holds its 10 history pairs (2 vectors per unknown, 160 B/px with the
-#: amplitude), so fits of 15+ iterations were measured -- refine=("amplitude",):
-#: 5 x 256^2 46 MiB (743 B/px), 5 x 512^2 181 MiB (724), 5 x 1024^2 729 MiB
-#: (729), 2 x 1024^2 541 MiB (541), 5 x 2048^2 2.41 GiB (616; glibc returns the
-#: large arrays at once); refine=(): 5 x 1024^2 669 MiB; refine=("amplitude",
-#: "defocus", "shifts") (with the bootstrap, measured while the main fit's
-#: optimiser was still held during it; it is freed first now, so these bound
-#: the peak from above): 5 x 512^2 (40 iterations) 272 MiB (1089 B/px),
-#: 2 x 1024^2 849 MiB, 5 x 1024^2 1021 MiB. After 3 iterations (the
-#: benchmark's default) the peak is lower: 5 x 512^2 140 MiB, 2 x 1024^2
-#: 397 MiB, 5 x 2048^2 1.94 GiB. Estimates: 5 x 2048^2 3.45 GiB (1.43 x the
-#: 15-iteration peak), 5 x 512^2 221 MiB, 2 x 1024^2 655 MiB.
-#: Since the backward pass no longer keeps conj(T) and saves the image waves
-#: on the field of view only, the peaks are lower and the coefficients above
-#: (kept) are an upper bound: on the free canvas, 15 iterations, amplitude
-#: refined, 5 x 512^2 214 MiB (estimate 1.25 x), 5 x 1024^2 699 MiB (1.40 x),
-#: 2 x 1024^2 587 MiB (1.24 x), 5 x 2048^2 2.29 GiB (1.58 x); nothing refined,
-#: 5 x 1024^2 755 MiB (1.19 x); amplitude, defocus and shifts, 5 x 512^2
-#: 285 MiB (1.52 x), 5 x 1024^2 1008 MiB (1.56 x). The glibc high-water marks
-#: scatter by 10-25 % between shapes of one configuration (664 to 519 bytes per
-#: canvas pixel for 5 images with the amplitude), too much for a tighter
-#: per-pixel formula that never falls below the peak.
-MEMORY_COEFFICIENTS = {"fixed": 360.0, "per_image": 55.0, "amplitude": 60.0,
-                       "optical": 370.0}
+#: copies); read by :mod:`hyperspy_lorentz.reconstruction.memory`. The upper
+#: envelope of the peaks measured with ``benchmarks/bench_ad.py --memory-child``
+#: (RSS high-water mark added by a fit; CPU, torch 2.13.0+cpu, 2 threads,
+#: float32, the free canvas, 15 iterations: the L-BFGS history full), with no
+#: margin on top. Measured (canvas; peak; bytes per canvas pixel after the
+#: input copies): amplitude refined (the default) 5 x 512^2 (567^2) 204 MiB,
+#: 633 B/px; 2 x 1024^2 (1080^2) 642 MiB, 563; 3 x 1024^2 733 MiB, 637;
+#: 5 x 1024^2 758 and 829 MiB, 645 and 709; 5 x 2048^2 (2100^2) 2.33 GiB, 529;
+#: nothing refined 2 x 1024^2 534 MiB, 466; 5 x 1024^2 840, 763 and 789 MiB,
+#: 719, 650 and 673; amplitude, defocus and shifts (with the tests at the
+#: nominal defocus and the bootstrap) 5 x 512^2 (588^2) 270 MiB, 788;
+#: 2 x 1024^2 (1120^2) 764 MiB, 625; 5 x 1024^2 1009 MiB, 810. Repeated runs
+#: of one configuration scatter by 5-10 % (glibc's heap), and the amplitude's
+#: second field is lost in that scatter. The estimate is 1.00-1.19 x these
+#: peaks up to 1024^2 and 1.39 x at 2048^2, where glibc returns the large
+#: arrays to the system at once and the cost per pixel is lower. (Until this
+#: version the coefficients were those measured before the conjugate-free
+#: backward pass, plus a 20 % margin: 1.07-1.72 x.)
+MEMORY_COEFFICIENTS = {"fixed": 445.0, "per_image": 55.0, "amplitude": 30.0,
+                       "optical": 65.0}
 
 
 def _padded_shape(h, w, padding, border=None):
@@ -88,7 +80,8 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     Returns
     -------
     int
-        Bytes, with a 20 % margin, including the float64 copies of the input
+        Bytes: the upper envelope of the measured peaks (see
+        :data:`MEMORY_COEFFICIENTS`), including the float64 copies of the input
         made by :func:`reconstruct_ad`.
     """
     try:
@@ -106,7 +99,7 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     per_px = c["fixed"] + n * c["per_image"] + (c["optical"] if optical else 0.0)
     if "amplitude" in refine:
         per_px += c["amplitude"]
-    return int(math.ceil(1.2 * (scale * per_px * hp * wp + 8.0 * n * h * w)))
+    return int(math.ceil(scale * per_px * hp * wp + 8.0 * n * h * w))
 
 
 def _available_memory(device):
