@@ -81,7 +81,7 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     -------
     int
         Bytes: the upper envelope of the measured peaks (see
-        :data:`MEMORY_COEFFICIENTS`), including the float64 copies of the input
+        :data:`~hyperspy_lorentz.reconstruction.ad.memory.MEMORY_COEFFICIENTS`), including the float64 copies of the input
         made by :func:`reconstruct_ad`.
     """
     try:
