@@ -81,8 +81,8 @@ def estimate_memory(shape, n_images, refine=DEFAULT_REFINE, dtype="float32", pad
     -------
     int
         Bytes: the upper envelope of the measured peaks (see
-        :data:`~hyperspy_lorentz.reconstruction.ad.memory.MEMORY_COEFFICIENTS`), including the float64 copies of the input
-        made by :func:`reconstruct_ad`.
+        :data:`~hyperspy_lorentz.reconstruction.ad.memory.MEMORY_COEFFICIENTS`),
+        including the float64 copies of the input made by :func:`reconstruct_ad`.
     """
     try:
         h, w = (int(v) for v in tuple(shape)[-2:])
