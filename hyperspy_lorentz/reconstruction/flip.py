@@ -499,8 +499,9 @@ def flip_tie_phases(images, defocus, flipped_images, flipped_defocus,
         See :func:`register_flipped`.
     **tie_kwargs
         Passed to :func:`~hyperspy_lorentz.reconstruction.tie.tie_phase`
-        (``qc``, ``derivative``, ``symmetric``, ...). A default ``qc`` is chosen
-        for the unflipped series and reused for the flipped one.
+        (``qc``, ``derivative``, ``symmetric``, ...). A default ``qc`` and
+        boundary handling are chosen for the unflipped series and reused for
+        the flipped one.
 
     Returns
     -------
@@ -522,8 +523,12 @@ def flip_tie_phases(images, defocus, flipped_images, flipped_defocus,
         flipped_defocus=flipped_defocus, interpolation=interpolation,
     )
     phase_u, info_u = tie_phase(imgs, defocus, pixel_size, wavelength, **tie_kwargs)
+    # one linear operator for both series (the separation is a difference): the
+    # unflipped series' qc and boundary, as reconstruct_phase(flipped=...) does
     kw = dict(tie_kwargs)
     kw["qc"] = info_u["qc"]
+    if kw.get("boundary") is None:
+        kw["boundary"] = info_u["boundary"]
     phase_f_raw, info_f = tie_phase(fimgs, flipped_defocus, pixel_size,
                                     wavelength, **kw)
     phase_f = align_flipped(phase_f_raw, reg["shift"], reg["rotation"],
